@@ -1,0 +1,16 @@
+"""The few private Keras names keras_mtl relies on, in one place.
+
+Keras is pinned to 3.15.x in setup.cfg; if an upgrade moves these, this is
+the only file to change.
+
+* `MetricsList`: Keras's `EarlyStopping`/`ModelCheckpoint` look inside
+  `CompileMetrics`/`MetricsList` objects of `model.metrics` to infer
+  `mode="min"`/`"max"` for a monitored log such as `"val_<task>_loss"`.
+  Putting the per-task metrics in a `MetricsList` makes `mode="auto"` work.
+* `no_automatic_dependency_tracking`: Keras's own `compile` is wrapped in
+  it, so metrics created at compile time are not added to a built model's
+  locked layer state.
+"""
+
+from keras.src.trainers.compile_utils import MetricsList  # noqa: F401
+from keras.src.utils.tracking import no_automatic_dependency_tracking  # noqa: F401

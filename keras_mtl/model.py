@@ -1,0 +1,633 @@
+"""`MultiTaskModel`: a shared Dense trunk with one named head per task."""
+
+import random
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_mtl import _checks
+from keras_mtl import samplers as samplers_module
+from keras_mtl import tasks as tasks_module
+from keras_mtl import training
+from keras_mtl.heads import Head
+from keras_mtl.heads import _check_activation
+
+from keras_mtl._keras_internals import MetricsList
+from keras_mtl._keras_internals import no_automatic_dependency_tracking
+
+_MODES = ("joint", "alternating")
+_MAX_SEED = 2**31 - 1
+
+
+class _TaskMetrics(MetricsList):
+    """All per-task loss trackers, metrics and counters, logged flat."""
+
+    def result(self):
+        return {m.name: m.result() for m in self.metrics}
+
+
+def _serialize(value):
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, dict):
+        return {k: _serialize(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_serialize(v) for v in value]
+    return keras.saving.serialize_keras_object(value)
+
+
+def _deserialize(value):
+    if isinstance(value, dict) and "class_name" in value and "config" in value:
+        return keras.saving.deserialize_keras_object(value)
+    if isinstance(value, dict):
+        return {k: _deserialize(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deserialize(v) for v in value]
+    return value
+
+
+def _check_trunk_units(trunk_units):
+    if (
+        isinstance(trunk_units, (int, str))
+        or not hasattr(trunk_units, "__len__")
+        or len(trunk_units) == 0
+        or not all(isinstance(u, (int, np.integer)) and not isinstance(u, bool) and u > 0 for u in trunk_units)
+    ):
+        raise ValueError(
+            "`trunk_units` must be a non-empty list of positive ints, one per "
+            f"shared Dense layer, e.g. [64, 64]. Received: {trunk_units!r}."
+        )
+    return [int(u) for u in trunk_units]
+
+
+def _head_items(heads):
+    """`heads` as a list of (name, spec) pairs, checking names."""
+    if isinstance(heads, dict):
+        items = list(heads.items())
+    elif isinstance(heads, (list, tuple)) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 for p in heads
+    ):
+        items = [tuple(p) for p in heads]
+    else:
+        raise ValueError(
+            "`heads` must be a dict {task_name: head}, where a head is an int "
+            "(a Dense layer with that many units) or a keras_mtl.Head, e.g. "
+            f"{{'y1': 20, 'y2': keras_mtl.Head(3, activation='softmax')}}. "
+            f"Received: {heads!r}."
+        )
+    if not items:
+        raise ValueError("`heads` is empty: a MultiTaskModel needs at least one task head.")
+    names = [_checks.check_task_name(n) for n, _ in items]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"Head names must be unique; {dupes} appear more than once in `heads`.")
+    return items
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class MultiTaskModel(keras.Model):
+    """A shared Dense trunk with one named output head per task.
+
+    The model maps one input `(batch, features)` to a dict of outputs, one
+    per head, named after the head. `compile(mode=...)` picks how `fit()`
+    trains it:
+
+    * `"joint"`: every step computes every task's loss and applies one update
+      of `sum_t w_t * L_t` to all weights (as a Keras multi-output model does);
+    * `"alternating"`: every step picks ONE task (see `keras_mtl.samplers`),
+      computes only its loss and updates only the trunk and that head; every
+      other head and its optimizer state stay exactly as they were.
+
+    Args:
+        trunk_units: List of positive ints, one shared Dense layer per entry.
+        heads: Dict `{task_name: head}` where `head` is an int (a Dense
+            output layer with that many units and `head_activation`) or a
+            `keras_mtl.Head`. Task names must be valid identifiers; they are
+            the output names, the keys of `loss`/`metrics`/`y`, and the
+            prefixes of the logs.
+        trunk_activation: Activation of the trunk layers. Defaults to
+            `"relu"`.
+        head_activation: Activation of int-shorthand heads. Defaults to
+            `None` (linear).
+        trunk_dropout: Float in [0, 1), dropout after each trunk layer in
+            training. Defaults to `0.0`.
+        kernel_initializer: Initializer of the trunk's and int-shorthand
+            heads' kernels. Defaults to `"glorot_uniform"`.
+        kernel_regularizer: Optional regularizer of those kernels.
+        **kwargs: Base model arguments such as `name`.
+
+    Returns:
+        A `keras.Model` whose `predict(x)` returns `{task: array}`.
+
+    Example:
+
+    >>> import numpy as np, keras_mtl
+    >>> model = keras_mtl.MultiTaskModel(
+    ...     trunk_units=[16],
+    ...     heads={"y1": 1, "y2": keras_mtl.Head(3, activation="softmax")},
+    ... )
+    >>> model.compile(
+    ...     optimizer="adam",
+    ...     loss={"y1": "mse", "y2": "sparse_categorical_crossentropy"},
+    ...     mode="alternating", seed=1,
+    ... )
+    >>> x = np.random.rand(64, 4).astype("float32")
+    >>> y = {"y1": x.sum(1), "y2": (x[:, 0] * 3).astype("int32")}
+    >>> history = model.fit(x, y, epochs=1, verbose=0)
+    >>> sorted(model.predict(x, verbose=0))
+    ['y1', 'y2']
+    """
+
+    def __init__(
+        self,
+        trunk_units,
+        heads,
+        trunk_activation="relu",
+        head_activation=None,
+        trunk_dropout=0.0,
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.trunk_units = _check_trunk_units(trunk_units)
+        self.trunk_activation = _check_activation("trunk_activation", trunk_activation)
+        self.head_activation = _check_activation("head_activation", head_activation)
+        self.trunk_dropout = _checks.check_rate("trunk_dropout", trunk_dropout)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+        trunk_layers = []
+        for i, units in enumerate(self.trunk_units):
+            trunk_layers.append(
+                keras.layers.Dense(
+                    units,
+                    activation=self.trunk_activation,
+                    kernel_initializer=self.kernel_initializer,
+                    kernel_regularizer=self.kernel_regularizer,
+                    name=f"dense_{i}",
+                )
+            )
+            if self.trunk_dropout:
+                trunk_layers.append(keras.layers.Dropout(self.trunk_dropout, name=f"dropout_{i}"))
+        self.trunk = keras.Sequential(trunk_layers, name="trunk")
+        self.heads = {name: self._make_head(name, spec) for name, spec in _head_items(heads)}
+        # Counts training steps; the alternating task is a pure function of
+        # (seed, step_counter), so saving it lets a restored run continue
+        # the same task sequence. Replicated; updated in cross-replica context.
+        self.step_counter = self.add_weight(
+            name="step_counter",
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+        self._task_specs = None
+        self._task_optimizers = {}
+        self._training_ready = False
+
+    def _make_head(self, name, spec):
+        if isinstance(spec, dict) and "class_name" in spec:
+            spec = keras.saving.deserialize_keras_object(spec)
+        if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+            if spec <= 0:
+                raise ValueError(
+                    f"Head {name!r} must have a positive number of units. Received: {spec}."
+                )
+            return Head(
+                int(spec),
+                activation=self.head_activation,
+                kernel_initializer=self.kernel_initializer,
+                kernel_regularizer=self.kernel_regularizer,
+                name=name,
+            )
+        if isinstance(spec, Head):
+            if spec.built:
+                raise ValueError(
+                    f"Head {name!r} is already built. Pass an unbuilt "
+                    "keras_mtl.Head; the model creates its own layer from it."
+                )
+            return Head.from_config({**spec.get_config(), "name": name})
+        raise ValueError(
+            f"Head {name!r} must be an int (number of units) or a "
+            f"keras_mtl.Head. Received: {spec!r}."
+        )
+
+    # ------------------------------------------------------------------
+    # Architecture
+    # ------------------------------------------------------------------
+    @property
+    def task_names(self):
+        """The task (head) names, in order (tuple of str)."""
+        return tuple(self.heads)
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 2:
+            raise ValueError(
+                "MultiTaskModel takes inputs of shape (batch, features). "
+                f"Received input shape {input_shape}; flatten or preprocess "
+                "the inputs first."
+            )
+        self.trunk.build(input_shape)
+        features = self.trunk.compute_output_shape(input_shape)
+        for head in self.heads.values():
+            head.build(features)
+
+    def _build_for(self, input_shape):
+        """Builds the model for inputs of `input_shape`, in the model's
+        distribution scope so its variables are replicated."""
+        with self.distribute_strategy.scope():
+            self.build((None,) + tuple(input_shape)[1:])
+
+    def call(self, inputs, training=None):
+        features = self.trunk(inputs, training=training)
+        return {name: head(features, training=training) for name, head in self.heads.items()}
+
+    def call_task(self, inputs, task, training=None):
+        """Computes the trunk and ONE task's head, not the others.
+
+        Args:
+            inputs: Tensor of shape `(batch, features)`.
+            task: The task name.
+            training: Whether dropout is active. Defaults to `None` (off).
+
+        Returns:
+            The head's output tensor, `(batch, units)`.
+
+        Example:
+
+        >>> import numpy as np, keras_mtl
+        >>> model = keras_mtl.MultiTaskModel([8], {"a": 2, "b": 5})
+        >>> model.call_task(np.ones((3, 4), "float32"), "b").shape
+        TensorShape([3, 5])
+        """
+        if task not in self.heads:
+            raise ValueError(f"Unknown task {task!r}; the model's tasks are {list(self.heads)}.")
+        return self.heads[task](self.trunk(inputs, training=training), training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            trunk_units=list(self.trunk_units),
+            heads={name: keras.saving.serialize_keras_object(h) for name, h in self.heads.items()},
+            trunk_activation=keras.activations.serialize(self.trunk_activation),
+            head_activation=keras.activations.serialize(self.head_activation),
+            trunk_dropout=self.trunk_dropout,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # ------------------------------------------------------------------
+    # Compile
+    # ------------------------------------------------------------------
+    @no_automatic_dependency_tracking
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        metrics=None,
+        loss_weights=None,
+        weighted_metrics=None,
+        mode="joint",
+        sampler=None,
+        task_optimizers=None,
+        seed=None,
+        **kwargs,
+    ):
+        """Configures the model for multi-task training.
+
+        Args:
+            optimizer: Optimizer name or instance; in joint mode it updates
+                everything, in alternating mode it serves every task not in
+                `task_optimizers`. Defaults to `"rmsprop"` (as Keras).
+            loss: Dict `{task: loss}` (a Keras loss name, `keras.losses.Loss`
+                or function); map a task to `None` to leave its head
+                untrained. One loss (not a dict) applies to every task.
+            metrics: Optional dict `{task: metric or list of metrics}`;
+                logged as `<task>_<metric>`. They ignore missing labels.
+            loss_weights: Optional dict `{task: float >= 0}`; missing tasks
+                get 1.0. Joint loss is `sum_t w_t * L_t`; an alternating step
+                on task t minimizes `w_t * L_t`.
+            weighted_metrics: Like `metrics`, but weighted by `sample_weight`.
+            mode: `"joint"` or `"alternating"`.
+            sampler: Alternating mode only: `"uniform"` (default),
+                `"round_robin"`, a dict of fixed probabilities
+                `{task: p}`, or a `keras_mtl.samplers.Sampler`.
+            task_optimizers: Alternating mode only: optional dict
+                `{task: optimizer}` giving a task its own optimizer state over
+                the trunk and its head (the tutorial's one Adam per task).
+                Values are names, instances, or learning-rate schedules (a
+                copy of `optimizer` with that schedule). A task's
+                `iterations` (and so its schedule and Adam's bias correction)
+                advance only on that task's updates, whereas one shared
+                optimizer advances on every step.
+            seed: Optional int in [0, 2**31 - 1): makes the alternating task
+                sequence reproducible. `None` draws one (from Python's
+                `random`, so `keras.utils.set_random_seed` fixes it).
+            **kwargs: Other `keras.Model.compile` arguments:
+                `steps_per_execution`, `jit_compile`, `run_eagerly`,
+                `auto_scale_loss`.
+
+        Returns:
+            None.
+
+        Example:
+
+        >>> import keras_mtl
+        >>> model = keras_mtl.MultiTaskModel([8], {"a": 1, "b": 1})
+        >>> model.compile(
+        ...     optimizer="adam", loss={"a": "mse", "b": "mae"},
+        ...     mode="alternating", sampler={"a": 0.8, "b": 0.2}, seed=0,
+        ... )
+        >>> model.mode
+        'alternating'
+        """
+        if mode not in _MODES:
+            raise ValueError(f"`mode` must be 'joint' or 'alternating'. Received: mode={mode!r}.")
+        alternating = mode == "alternating"
+        if not alternating:
+            for arg, value in (("sampler", sampler), ("task_optimizers", task_optimizers)):
+                if value is not None:
+                    raise ValueError(
+                        f"`{arg}` only applies to mode='alternating' (a joint "
+                        f"step trains every task at once). Received {arg}="
+                        f"{value!r} with mode='joint'."
+                    )
+        config = dict(
+            optimizer=_serialize(optimizer), loss=_serialize(loss), metrics=_serialize(metrics),
+            loss_weights=_serialize(loss_weights), weighted_metrics=_serialize(weighted_metrics),
+            mode=mode, sampler=_serialize(sampler), task_optimizers=_serialize(task_optimizers),
+        )
+        specs = tasks_module.build_task_specs(
+            self.heads, loss, loss_weights, metrics, weighted_metrics, alternating
+        )
+        trained = [s.name for s in specs if s.trained]
+        bound_sampler = None
+        if alternating:
+            bound_sampler = samplers_module.get(sampler if sampler is not None else "uniform")
+            bound_sampler = bound_sampler.bind(trained)
+        own_optimizers = self._resolve_task_optimizers(task_optimizers, optimizer, specs)
+        if seed is None:
+            seed = random.randint(0, _MAX_SEED - 1)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < _MAX_SEED:
+            raise ValueError(f"`seed` must be an int in [0, 2**31 - 1). Received: seed={seed!r}.")
+
+        super().compile(optimizer=optimizer, **kwargs)
+        if alternating and all(t in own_optimizers for t in trained):
+            self.optimizer = None  # every task has its own; nothing is shared
+        if kwargs.get("auto_scale_loss", True) and self.dtype_policy.name == "mixed_float16":
+            own_optimizers = {
+                t: keras.optimizers.LossScaleOptimizer(o) for t, o in own_optimizers.items()
+            }
+        self.mode = mode
+        self._seed = int(seed)
+        self._sampler = bound_sampler
+        self._task_specs = specs
+        self._trained_specs = [s for s in specs if s.trained]
+        self._task_optimizers = own_optimizers
+        self._loss_tracker = tasks_module.LossTracker(name="loss")
+        self._task_metrics = _TaskMetrics(
+            [m for s in specs for m in s.all_metrics()], name="task_metrics"
+        )
+        config.update(seed=self._seed, **{k: _serialize(v) for k, v in kwargs.items()})
+        config["jit_compile"] = self.jit_compile
+        self._mtl_compile_config = config
+        self._training_ready = False
+        if self.built:
+            training.build_optimizers(self)
+
+    def _resolve_task_optimizers(self, task_optimizers, shared, specs):
+        if task_optimizers is None:
+            return {}
+        trained = [s.name for s in specs if s.trained]
+        _checks.check_task_keys("task_optimizers", task_optimizers, self.task_names)
+        untrained = [t for t in task_optimizers if t not in trained]
+        if untrained:
+            raise ValueError(
+                f"`task_optimizers` names task(s) {untrained} whose loss is None, "
+                "so they are never trained. Remove them or give them a loss."
+            )
+        resolved = {}
+        for task, value in task_optimizers.items():
+            if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
+                base = keras.optimizers.get(shared)
+                cfg = dict(base.get_config(), learning_rate=value)
+                cfg.pop("name", None)
+                resolved[task] = type(base).from_config(cfg)
+            else:
+                try:
+                    resolved[task] = keras.optimizers.get(value)
+                except (ValueError, TypeError):
+                    raise ValueError(
+                        f"`task_optimizers[{task!r}]` must be an optimizer name "
+                        "such as 'adam', a keras.optimizers.Optimizer or a "
+                        f"learning-rate schedule. Received: {value!r}."
+                    ) from None
+        instances = list(resolved.values())
+        if isinstance(shared, keras.optimizers.Optimizer):
+            instances.append(shared)
+        if len({id(o) for o in instances}) != len(instances):
+            raise ValueError(
+                "Each task in `task_optimizers` needs its own optimizer instance "
+                "(and none may be the shared `optimizer`): a shared instance "
+                "would mix the tasks' optimizer states."
+            )
+        return resolved
+
+    def get_compile_config(self):
+        if not self.compiled or self._task_specs is None:
+            return {}
+        return dict(self._mtl_compile_config)
+
+    def compile_from_config(self, config):
+        config = {k: _deserialize(v) for k, v in config.items()}
+        self.compile(**config)
+
+    @property
+    def sampler(self):
+        """The bound `Sampler` of alternating mode (`None` in joint mode)."""
+        return getattr(self, "_sampler", None)
+
+    @property
+    def seed(self):
+        """The seed of the alternating task sequence (int)."""
+        return getattr(self, "_seed", None)
+
+    def _spec(self, task):
+        for spec in self._task_specs:
+            if spec.name == task:
+                return spec
+        raise KeyError(task)
+
+    def _optimizer_for(self, task):
+        return self._task_optimizers.get(task, self.optimizer)
+
+    @property
+    def metrics(self):
+        if not self.compiled or self._task_specs is None:
+            return super().metrics
+        return [self._loss_tracker, self._task_metrics]
+
+    def _update_counters(self):
+        if self._task_specs is None:
+            return []
+        return [s.update_counter for s in self._task_specs if s.update_counter is not None]
+
+    def reset_metrics(self):
+        super().reset_metrics()
+        for counter in self._update_counters():
+            counter.reset_state()
+
+    def _training_logs(self):
+        # `<task>_updates` is a training-only log: it stays out of
+        # `self.metrics` so `evaluate()` never reports it.
+        logs = self.get_metrics_result()
+        logs.update({c.name: c.result() for c in self._update_counters()})
+        return logs
+
+    def task_sequence(self, steps, start=0):
+        """The tasks alternating mode trains at steps `start .. start+steps-1`.
+
+        Computed with the compiled sampler and seed, assuming every task has
+        labels in each batch (a batch that lacks a task's labels
+        renormalizes over the others). Useful to check what a seed does.
+
+        Args:
+            steps: Number of steps.
+            start: First step (the model continues from `step_counter`).
+
+        Returns:
+            List of task names.
+
+        Example:
+
+        >>> import keras_mtl
+        >>> model = keras_mtl.MultiTaskModel([4], {"a": 1, "b": 1})
+        >>> model.compile(loss="mse", mode="alternating", sampler="round_robin")
+        >>> model.task_sequence(4)
+        ['a', 'b', 'a', 'b']
+        """
+        if self.sampler is None:
+            raise ValueError("task_sequence() needs a model compiled with mode='alternating'.")
+        names = self.sampler.task_names
+        return [
+            names[int(self.sampler.sample(tf.constant(step, tf.int64), self._seed))]
+            for step in range(start, start + steps)
+        ]
+
+    # ------------------------------------------------------------------
+    # Training
+    # ------------------------------------------------------------------
+    def _prepare_training(self, data_or_spec):
+        """Builds the model and every optimizer before the first step."""
+        if self._training_ready:
+            return
+        if not self.built:
+            x = data_or_spec[0] if isinstance(data_or_spec, (tuple, list)) else data_or_spec
+            self._build_for(x.shape)
+        training.build_optimizers(self)
+        self._training_ready = True
+
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        self.train_function = training.make_train_function(self)
+        return self.train_function
+
+    def train_step(self, data):
+        """Runs one training step (joint or alternating) on a batch.
+
+        `fit()` calls the same step through its own compiled loop; this
+        method exists so that `train_step` means what users expect.
+        The step runs in cross-replica context (it calls
+        `strategy.run` itself), unlike Keras's default `train_step`.
+
+        Args:
+            data: A batch `(x, y)` or `(x, y, sample_weight)`.
+
+        Returns:
+            Dict of the model's metric results.
+        """
+        self._prepare_training(data)
+        if self.mode == "alternating":
+            training._alternating_step(self, data)
+        else:
+            training._joint_step(self, data)
+        return self._training_logs()
+
+    def test_step(self, data):
+        training.evaluation_step(self, data)
+        return self.get_metrics_result()
+
+    def _standardize(self, x, y, sample_weight, method):
+        """Checks targets and turns `None` task labels into absent labels."""
+        from keras_mtl import data as data_module
+
+        return data_module.standardize_arrays(self, x, y, sample_weight, method)
+
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        shuffle=True,
+        class_weight=None,
+        sample_weight=None,
+        initial_epoch=0,
+        steps_per_epoch=None,
+        validation_steps=None,
+        validation_batch_size=None,
+        validation_freq=1,
+    ):
+        self._assert_compile_called("fit")
+        if class_weight is not None:
+            raise ValueError(
+                "`class_weight` is not supported by MultiTaskModel (Keras "
+                "supports it only for single-output models). Pass "
+                "`sample_weight={task: weights}` instead."
+            )
+        x, y, sample_weight = self._standardize(x, y, sample_weight, "fit")
+        if validation_data is not None:
+            validation_data = self._standardize(*_split_validation(validation_data), "validation_data")
+        history = super().fit(
+            x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
+            validation_split=validation_split, validation_data=validation_data, shuffle=shuffle,
+            sample_weight=sample_weight, initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+            validation_batch_size=validation_batch_size, validation_freq=validation_freq,
+        )
+        if epochs > initial_epoch:
+            for task, optimizer in self._task_optimizers.items():
+                optimizer.finalize_variable_values(training.task_variables(self, self._spec(task)))
+        return history
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
+                 steps=None, callbacks=None, return_dict=False, **kwargs):
+        self._assert_compile_called("evaluate")
+        if not kwargs.get("_use_cached_eval_dataset"):
+            x, y, sample_weight = self._standardize(x, y, sample_weight, "evaluate")
+        return super().evaluate(
+            x, y, batch_size=batch_size, verbose=verbose, sample_weight=sample_weight,
+            steps=steps, callbacks=callbacks, return_dict=return_dict, **kwargs,
+        )
+
+
+def _split_validation(validation_data):
+    if isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3):
+        x, y = validation_data[0], validation_data[1]
+        sw = validation_data[2] if len(validation_data) == 3 else None
+        return x, y, sw
+    return validation_data, None, None

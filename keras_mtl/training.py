@@ -1,0 +1,318 @@
+"""The training steps: joint and alternating updates, and the loop running them.
+
+Read top to bottom, an alternating step is the tutorial's loop: pick the
+task, compute its loss, take gradients of the trunk and its head, apply
+them with that task's optimizer. A joint step computes every task's loss,
+sums them with their weights and applies one update to everything.
+
+Why the task is chosen outside the replica function
+---------------------------------------------------
+Under a `tf.distribute` strategy, `optimizer.apply` all-reduces gradients
+through `merge_call`, and TensorFlow refuses a `merge_call` inside a
+`tf.cond`/`tf.switch_case` that runs in replica context ("merge_call called
+while defining a new graph or a tf.function ... control flow statement which
+contains a synchronization point"; keras-team/keras#20582, #18666). So the
+alternating step branches in *cross-replica* context, and each branch
+starts its own `strategy.run` of a plain (cond-free) per-task step, the
+shape of Keras's own `LossScaleOptimizer._tf_apply`. The branch index is a
+pure function of the seed, the step counter (a replicated model variable)
+and the all-reduced label counts, so every replica and every worker takes
+the same branch. Keras's default train function calls `train_step` inside
+`strategy.run`, which leaves no room for that, so `MultiTaskModel` builds
+its own train function here; it keeps Keras's contract (an iterator in,
+logs out, `steps_per_execution` steps per call, `StopIteration` at the end
+of the data) and returns the logs once per call instead of once per step.
+
+Every optimizer is built on its variables before the first step is traced
+(and inside the strategy's scope), because a Keras optimizer refuses
+variables it was not built with, and creating optimizer variables while a
+distributed step is traced fails (keras-team/keras#23085).
+"""
+
+import functools
+import itertools
+
+import keras
+import tensorflow as tf
+
+from keras_mtl import tasks
+
+_TF_ITERATORS = (tf.data.Iterator, tf.distribute.DistributedIterator)
+
+
+def unpack(data):
+    """Splits a batch into `(x, y, sample_weight)`."""
+    return keras.utils.unpack_x_y_sample_weight(data)
+
+
+def check_targets(model, y, sample_weight):
+    """Checks, while the step is traced, that `y` is a dict of known tasks."""
+    names = model.task_names
+    if not isinstance(y, dict):
+        example = ", ".join(f"{t!r}: y_{t}" for t in names)
+        raise ValueError(
+            "MultiTaskModel needs its targets `y` as a dict keyed by task "
+            f"name, e.g. model.fit(x, {{{example}}}), so each label array "
+            f"goes to the right head. Received y of type {type(y).__name__}."
+        )
+    unknown = [k for k in y if k not in names]
+    if unknown:
+        raise ValueError(
+            f"Targets `y` name unknown task(s) {unknown}; the model's tasks "
+            f"are {list(names)}."
+        )
+    missing = [s.name for s in model._trained_specs if s.name not in y]
+    if missing:
+        raise ValueError(
+            f"Targets `y` have no labels for task(s) {missing}. Give them, "
+            f"or pass None for a task whose labels are all absent "
+            f"(e.g. y={{..., {missing[0]!r}: None}})."
+        )
+    if isinstance(sample_weight, dict):
+        unknown = [k for k in sample_weight if k not in names]
+        if unknown:
+            raise ValueError(
+                f"`sample_weight` names unknown task(s) {unknown}; the "
+                f"model's tasks are {list(names)}."
+            )
+
+
+def _task_sample_weight(sample_weight, task):
+    if isinstance(sample_weight, dict):
+        return sample_weight.get(task)
+    return sample_weight
+
+
+def _all_reduce_sum(values):
+    ctx = tf.distribute.get_replica_context()
+    if ctx is not None and ctx.num_replicas_in_sync > 1:
+        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)
+    return values
+
+
+def _batch_size(x):
+    return tf.cast(tf.shape(x)[0], tf.float32)
+
+
+def _label_counts(model, data):
+    """Replica fn: present-label count of every trained task, and the batch
+    size, summed over replicas (shape `[num_trained + 1]`)."""
+    x, y, sample_weight = unpack(data)
+    check_targets(model, y, sample_weight)
+    counts = []
+    for spec in model._trained_specs:
+        _, weights = tasks.label_mask(y[spec.name], _task_sample_weight(sample_weight, spec.name))
+        counts.append(tasks.present_count(weights))
+    return _all_reduce_sum(tf.stack(counts + [_batch_size(x)]))
+
+
+def task_variables(model, spec):
+    """The variables an update of `spec`'s task changes: trunk and its head."""
+    return model.trunk.trainable_variables + spec.head.trainable_variables
+
+
+def joint_variables(model):
+    """The variables a joint update changes: trunk and every trained head."""
+    variables = list(model.trunk.trainable_variables)
+    for spec in model._trained_specs:
+        variables += spec.head.trainable_variables
+    return variables
+
+
+def build_optimizers(model):
+    """Builds every optimizer on the variables it will update.
+
+    Call before the first training step is traced (see module docstring).
+    """
+    with model.distribute_strategy.scope():
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(joint_variables(model))
+        for task, optimizer in model._task_optimizers.items():
+            if not optimizer.built:
+                optimizer.build(task_variables(model, model._spec(task)))
+
+
+class _Batch:
+    """One task's share of a batch: its clean labels, weights and loss sum."""
+
+    def __init__(self, spec, y, sample_weight, y_pred):
+        y_true = y[spec.name]
+        tasks.check_label_shape(spec, y_true, y_pred)
+        self.spec = spec
+        self.y_pred = y_pred
+        self.y_clean, self.weights = tasks.label_mask(y_true, sample_weight)
+        self.count = tasks.present_count(self.weights)
+        self.loss_sum = (
+            tasks.weighted_loss_sum(spec, self.y_clean, y_pred, self.weights)
+            if spec.trained
+            else None
+        )
+
+
+def _forward(model, x, specs, training):
+    features = model.trunk(x, training=training)
+    return {s.name: s.head(features, training=training) for s in specs}
+
+
+def _objective(model, specs, data, training, global_counts=None):
+    """Loss of `specs`' tasks on a batch, normalized over all replicas.
+
+    Each task's term is `sum(w * l) / (present labels on all replicas)`, so
+    gradients summed over replicas equal the single-device gradient; the
+    regularization of the trunk and these heads is divided by the number of
+    replicas for the same reason.
+
+    Returns:
+        `(loss, batches, global_batch_size)`.
+    """
+    x, y, sample_weight = unpack(data)
+    check_targets(model, y, sample_weight)
+    preds = _forward(model, x, specs, training)
+    batches = [
+        _Batch(s, y, _task_sample_weight(sample_weight, s.name), preds[s.name])
+        for s in specs
+    ]
+    trained = [b for b in batches if b.spec.trained]
+    if global_counts is None:
+        local = tf.stack([b.count for b in trained] + [_batch_size(x)])
+        global_counts = _all_reduce_sum(local)
+        positions = range(len(trained))
+    else:
+        positions = [b.spec.index for b in trained]
+    loss = tf.constant(0.0)
+    for b, pos in zip(trained, positions):
+        mean = b.loss_sum / tf.maximum(global_counts[pos], 1.0)
+        loss += b.spec.weight * mean
+    regularization = model.trunk.losses + [l for s in specs for l in s.head.losses]
+    if regularization:
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        loss += tf.add_n([tf.cast(r, tf.float32) for r in regularization]) / replicas
+    return loss, batches, global_counts[-1]
+
+
+def _record(model, loss, batches, global_batch, x):
+    """Updates the loss trackers and metrics of the tasks in `batches`."""
+    model._loss_tracker.update_state(loss * global_batch, _batch_size(x))
+    for b in batches:
+        if b.spec.trained:
+            b.spec.loss_tracker.update_state(b.loss_sum, b.count)
+        tasks.update_metrics(b.spec, b.y_clean, b.y_pred, b.weights)
+
+
+def _apply(optimizer, tape, loss, variables):
+    grads = tape.gradient(loss, variables)
+    optimizer.apply(grads, variables)
+
+
+def _alternating_replica_step(model, spec, data, global_counts):
+    """Replica fn: one update of task `spec` (trunk + its head only)."""
+    optimizer = model._optimizer_for(spec.name)
+    variables = task_variables(model, spec)
+    with tf.GradientTape() as tape:
+        loss, batches, global_batch = _objective(model, [spec], data, True, global_counts)
+        scaled = optimizer.scale_loss(loss)
+    _apply(optimizer, tape, scaled, variables)
+    _record(model, loss, batches, global_batch, unpack(data)[0])
+    spec.update_counter.update_state()
+
+
+def _joint_replica_step(model, data):
+    """Replica fn: one update of every trained task at once."""
+    optimizer = model.optimizer
+    variables = joint_variables(model)
+    with tf.GradientTape() as tape:
+        loss, batches, global_batch = _objective(model, model._trained_specs, data, True)
+        scaled = optimizer.scale_loss(loss)
+    _apply(optimizer, tape, scaled, variables)
+    _record(model, loss, batches, global_batch, unpack(data)[0])
+
+
+def _alternating_step(model, data):
+    """Cross-replica: choose this step's task, then run its update."""
+    strategy = model.distribute_strategy
+    counts = strategy.run(functools.partial(_label_counts, model), args=(data,))
+    counts = strategy.experimental_local_results(counts)[0]
+    available = counts[:-1] > 0
+    task = model._sampler.sample(model.step_counter, model._seed, available)
+
+    def branch(spec):
+        step = functools.partial(_alternating_replica_step, model, spec)
+        return lambda: strategy.run(step, args=(data, counts))
+
+    # The last branch is "no task has labels in this batch": no update.
+    tf.switch_case(task, [branch(s) for s in model._trained_specs] + [lambda: None])
+    model.step_counter.assign_add(1)
+
+
+def _joint_step(model, data):
+    """Cross-replica: one joint update."""
+    model.distribute_strategy.run(functools.partial(_joint_replica_step, model), args=(data,))
+    model.step_counter.assign_add(1)
+
+
+def evaluation_step(model, data):
+    """Replica fn for `evaluate()`: every task's loss and metrics, no update."""
+    loss, batches, global_batch = _objective(model, model._task_specs, data, False)
+    _record(model, loss, batches, global_batch, unpack(data)[0])
+
+
+def make_train_function(model):
+    """Builds `model.train_function(iterator) -> logs` for `fit()`.
+
+    Runs `steps_per_execution` steps per call inside one `tf.function`,
+    raising `StopIteration` when the iterator is exhausted before any step.
+    """
+    step = _alternating_step if model.mode == "alternating" else _joint_step
+    one_step = tf.autograph.experimental.do_not_convert(functools.partial(step, model))
+    spe = model.steps_per_execution
+    if not model.run_eagerly and model._distribute_strategy is None:
+        # On one device the step is its own (optionally XLA-compiled)
+        # function. Under a strategy it is traced inline into the loop: a
+        # nested tf.function calling strategy.run inside the loop's tf.cond
+        # fails to run with MirroredStrategy ("You must feed a value for
+        # placeholder tensor", the bug behind keras-team/keras#19246), and
+        # Keras disables XLA under strategies anyway.
+        one_step = tf.function(one_step, jit_compile=bool(model.jit_compile), reduce_retracing=True)
+
+    @tf.autograph.experimental.do_not_convert
+    def run_steps(iterator):
+        if spe == 1:
+            one_step(iterator.get_next())
+            return tf.constant(1), model._training_logs()
+
+        def body(done, optional):
+            stepped = tf.cond(optional.has_value(), lambda: run(optional), lambda: tf.constant(0))
+            done = done + stepped
+            following = tf.cond(
+                done < spe, iterator.get_next_as_optional, lambda: optional
+            )
+            return done, following
+
+        def run(optional):
+            one_step(optional.get_value())
+            return tf.constant(1)
+
+        done, _ = tf.while_loop(
+            lambda done, optional: tf.logical_and(optional.has_value(), done < spe),
+            body,
+            [tf.constant(0), iterator.get_next_as_optional()],
+        )
+        return done, model._training_logs()
+
+    if not model.run_eagerly:
+        run_steps = tf.function(run_steps)
+
+    def train_function(iterator):
+        if isinstance(iterator, _TF_ITERATORS):
+            model._prepare_training(iterator.element_spec)
+            done, logs = run_steps(iterator)
+            if spe > 1 and int(done) == 0:
+                raise StopIteration
+            return logs
+        # A Python iterable of batches (e.g. from train_on_batch).
+        for data in itertools.islice(iterator, spe):
+            model._prepare_training(data)
+            one_step(data)
+        return model._training_logs()
+
+    return train_function
