@@ -8,6 +8,7 @@ is accepted, in the style of scikit-learn's parameter validation.
 import keyword
 import math
 import numbers
+import random
 
 # Names Keras or keras_mtl already use as log keys or layer names; a task
 # with one of these names would make `logs` or `model.summary()` ambiguous.
@@ -124,3 +125,19 @@ def check_rate(arg_name, value):
             f"`{arg_name}` must be a number in [0, 1). Received: {value!r}."
         )
     return float(value)
+
+
+MAX_SEED = 2**31 - 1
+
+
+def resolve_seed(seed):
+    """Returns `seed` checked, or a drawn one if `None`.
+
+    Draws from Python's `random`, so `keras.utils.set_random_seed` makes the
+    drawn seed reproducible.
+    """
+    if seed is None:
+        return random.randint(0, MAX_SEED - 1)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < MAX_SEED:
+        raise ValueError(f"`seed` must be an int in [0, 2**31 - 1). Received: seed={seed!r}.")
+    return int(seed)

@@ -3,6 +3,9 @@
 import numpy as np
 import tensorflow as tf
 
+from keras_mtl import _checks
+from keras_mtl import samplers as samplers_module
+
 _ARRAY_TYPES = (np.ndarray, tf.Tensor)
 
 
@@ -66,7 +69,7 @@ def _check_dataset(model, dataset, method):
     return spec[0]
 
 
-def standardize_arrays(model, x, y, sample_weight, method):
+def standardize_arrays(model, x, y, sample_weight, method, steps=None):
     """Checks `fit`/`evaluate` inputs and marks `None` task labels absent.
 
     For arrays: `y` must be a dict with an entry for every trained task; a
@@ -79,6 +82,9 @@ def standardize_arrays(model, x, y, sample_weight, method):
         model: the `MultiTaskModel`.
         x, y, sample_weight: as given to `fit`/`evaluate`.
         method: `"fit"`, `"evaluate"` or `"validation_data"`, for messages.
+        steps: the number of steps the caller asked for (`steps_per_epoch`,
+            `steps` or `validation_steps`), to reject an infinite dataset
+            without one.
 
     Returns:
         `(x, y, sample_weight)` ready for Keras.
@@ -90,6 +96,13 @@ def standardize_arrays(model, x, y, sample_weight, method):
                 "the dataset must yield (x, y) with y a dict keyed by task."
             )
         x_spec = _check_dataset(model, x, method)
+        if x.cardinality() == tf.data.INFINITE_CARDINALITY and not steps:
+            arg = {"fit": "steps_per_epoch", "evaluate": "steps"}.get(method, "validation_steps")
+            raise ValueError(
+                f"The dataset given to {method}() is infinite (for example from "
+                f"keras_mtl.data.interleave), so pass `{arg}=...`: the number "
+                "of batches that make one epoch."
+            )
         if not model.built and x_spec.shape.rank == 2:
             model._build_for(x_spec.shape)
         return x, y, sample_weight
@@ -137,3 +150,159 @@ def standardize_arrays(model, x, y, sample_weight, method):
     if not model.built:
         model._build_for(x.shape)
     return x, y, sample_weight
+
+
+def _element_parts(task, spec):
+    if not isinstance(spec, tuple) or len(spec) not in (2, 3):
+        raise ValueError(
+            f"The dataset for task {task!r} must yield batches (x, y) or "
+            f"(x, y, sample_weight) for that one task. Its element_spec is {spec}."
+        )
+    x, y = spec[0], spec[1]
+    if not isinstance(x, tf.TensorSpec) or not isinstance(y, tf.TensorSpec):
+        raise ValueError(
+            f"The dataset for task {task!r} must yield one input tensor and one "
+            f"label tensor per batch. Its element_spec is {spec}."
+        )
+    if y.shape.rank is None or not y.shape[1:].is_fully_defined():
+        raise ValueError(
+            f"The labels of task {task!r} need a known shape apart from the "
+            f"batch dimension; their spec is {y}."
+        )
+    if x.shape.rank is None or x.shape.rank < 1:
+        raise ValueError(
+            f"The dataset for task {task!r} must be batched (x of shape "
+            f"(batch, features)); its x spec is {x}. Call .batch(n) on it."
+        )
+    return x, y
+
+
+def _check_not_empty(task, dataset):
+    cardinality = int(dataset.cardinality())
+    if cardinality == 0 or (
+        cardinality == tf.data.UNKNOWN_CARDINALITY and not any(True for _ in dataset.take(1))
+    ):
+        raise ValueError(f"The dataset for task {task!r} is empty: it yields no batch.")
+    return cardinality
+
+
+def interleave(datasets, sampler="uniform", seed=None):
+    """Interleaves one batched dataset per task into one dataset for `fit()`.
+
+    Each batch of the result comes from ONE task's dataset, chosen by
+    `sampler`, and carries labels for every task: the chosen task's labels
+    with their sample weights, and placeholder labels with sample weight 0
+    (missing labels) for the others. In `mode="alternating"` a step trains
+    exactly the batch's task; in `mode="joint"` the other tasks contribute
+    zero loss and zero gradient.
+
+    What an epoch is: the result is infinite. Every task's dataset is
+    repeated as needed, so the sampler's proportions hold however small a
+    dataset is, and a dataset continues where it stopped from one epoch to
+    the next. Give `fit(..., steps_per_epoch=n)` (and `validation_steps`,
+    `evaluate(..., steps=n)`); a natural choice is the total number of
+    batches of all datasets, `sum(len(d) for d in datasets.values())`, which
+    with `sampler="proportional"` visits each dataset about once per epoch.
+
+    The task of batch `i` is `sampler.sample(i, seed)`: a pure function of
+    `(seed, i)`, so the sequence is reproducible.
+
+    Args:
+        datasets: Dict `{task: tf.data.Dataset}`; each dataset is batched and
+            yields `(x, y)` or `(x, y, sample_weight)` for that task. All
+            share the shape and dtype of `x`; label shapes may differ.
+        sampler: How to pick each batch's task: `"uniform"` (default),
+            `"round_robin"`, `"proportional"` (to each dataset's number of
+            batches, which must be known), a dict of fixed probabilities, or a
+            `keras_mtl.samplers.Sampler`.
+        seed: Optional int in [0, 2**31 - 1); `None` draws one.
+
+    Returns:
+        An infinite `tf.data.Dataset` of `(x, {task: y}, {task: weight})`,
+        prefetched.
+
+    Example:
+
+    >>> import numpy as np, tensorflow as tf, keras_mtl
+    >>> fr = tf.data.Dataset.from_tensor_slices(
+    ...     (np.ones((40, 4), "float32"), np.ones((40, 2), "float32"))).batch(8)
+    >>> de = tf.data.Dataset.from_tensor_slices(
+    ...     (np.ones((8, 4), "float32"), np.zeros((8,), "int32"))).batch(8)
+    >>> ds = keras_mtl.data.interleave({"fr": fr, "de": de}, sampler="round_robin", seed=0)
+    >>> x, y, w = next(iter(ds))
+    >>> sorted(y), w["fr"].numpy().tolist(), w["de"].numpy().tolist()
+    (['de', 'fr'], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    """
+    if not isinstance(datasets, dict) or not datasets:
+        raise ValueError(
+            "`datasets` must be a non-empty dict {task: tf.data.Dataset}, one "
+            f"batched dataset per task. Received: {datasets!r}."
+        )
+    tasks = [_checks.check_task_name(t) for t in datasets]
+    specs = {}
+    sizes = {}
+    for task, dataset in datasets.items():
+        if not isinstance(dataset, tf.data.Dataset):
+            raise ValueError(
+                f"The dataset for task {task!r} must be a tf.data.Dataset. "
+                f"Received: {type(dataset).__name__}."
+            )
+        specs[task] = _element_parts(task, dataset.element_spec)
+        sizes[task] = _check_not_empty(task, dataset)
+    first = tasks[0]
+    x_spec = specs[first][0]
+    for task in tasks[1:]:
+        other = specs[task][0]
+        if other.dtype != x_spec.dtype or not other.shape[1:].is_compatible_with(x_spec.shape[1:]):
+            raise ValueError(
+                f"The inputs of task {task!r} have shape {other.shape[1:]} and "
+                f"dtype {other.dtype.name}, but those of task {first!r} have "
+                f"{x_spec.shape[1:]} and {x_spec.dtype.name}: all tasks must "
+                "share one input space."
+            )
+
+    if isinstance(sampler, str) and sampler == "proportional":
+        unknown = [t for t, n in sizes.items() if n < 0]
+        if unknown:
+            raise ValueError(
+                f"sampler='proportional' needs each dataset's number of batches, "
+                f"but it is unknown for {unknown}. Pass "
+                "keras_mtl.samplers.Proportional({task: size, ...}) instead."
+            )
+        sampler = samplers_module.Proportional(sizes)
+    bound = samplers_module.get(sampler).bind(tasks)
+    seed = _checks.resolve_seed(seed)
+
+    def to_full_batch(task):
+        def fn(*element):
+            x, y = element[0], element[1]
+            batch = tf.shape(x)[0]
+            weight = (
+                tf.reshape(tf.cast(element[2], tf.float32), [batch])
+                if len(element) == 3
+                else tf.ones([batch], tf.float32)
+            )
+            labels, weights = {}, {}
+            for other in tasks:
+                if other == task:
+                    labels[other], weights[other] = y, weight
+                else:
+                    y_spec = specs[other][1]
+                    shape = tf.concat([[batch], tf.constant(y_spec.shape[1:].as_list(), tf.int32)], 0)
+                    labels[other] = tf.ensure_shape(
+                        tf.zeros(shape, y_spec.dtype), [None] + y_spec.shape[1:].as_list()
+                    )
+                    weights[other] = tf.zeros([batch], tf.float32)
+            return x, labels, weights
+
+        return fn
+
+    streams = [
+        datasets[t].repeat().map(to_full_batch(t), num_parallel_calls=tf.data.AUTOTUNE)
+        for t in tasks
+    ]
+    choices = tf.data.Dataset.counter().map(
+        lambda step: tf.cast(bound.sample(step, seed), tf.int64)
+    )
+    mixed = tf.data.Dataset.choose_from_datasets(streams, choices)
+    return mixed.prefetch(tf.data.AUTOTUNE)

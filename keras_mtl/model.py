@@ -1,23 +1,20 @@
 """`MultiTaskModel`: a shared Dense trunk with one named head per task."""
 
-import random
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_mtl import _checks
+from keras_mtl import data as data_module
 from keras_mtl import samplers as samplers_module
 from keras_mtl import tasks as tasks_module
 from keras_mtl import training
+from keras_mtl._keras_internals import MetricsList
+from keras_mtl._keras_internals import no_automatic_dependency_tracking
 from keras_mtl.heads import Head
 from keras_mtl.heads import _check_activation
 
-from keras_mtl._keras_internals import MetricsList
-from keras_mtl._keras_internals import no_automatic_dependency_tracking
-
 _MODES = ("joint", "alternating")
-_MAX_SEED = 2**31 - 1
 
 
 class _TaskMetrics(MetricsList):
@@ -375,10 +372,7 @@ class MultiTaskModel(keras.Model):
             bound_sampler = samplers_module.get(sampler if sampler is not None else "uniform")
             bound_sampler = bound_sampler.bind(trained)
         own_optimizers = self._resolve_task_optimizers(task_optimizers, optimizer, specs)
-        if seed is None:
-            seed = random.randint(0, _MAX_SEED - 1)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < _MAX_SEED:
-            raise ValueError(f"`seed` must be an int in [0, 2**31 - 1). Received: seed={seed!r}.")
+        seed = _checks.resolve_seed(seed)
 
         super().compile(optimizer=optimizer, **kwargs)
         if alternating and all(t in own_optimizers for t in trained):
@@ -567,11 +561,9 @@ class MultiTaskModel(keras.Model):
         training.evaluation_step(self, data)
         return self.get_metrics_result()
 
-    def _standardize(self, x, y, sample_weight, method):
+    def _standardize(self, x, y, sample_weight, method, steps=None):
         """Checks targets and turns `None` task labels into absent labels."""
-        from keras_mtl import data as data_module
-
-        return data_module.standardize_arrays(self, x, y, sample_weight, method)
+        return data_module.standardize_arrays(self, x, y, sample_weight, method, steps)
 
     def fit(
         self,
@@ -599,9 +591,11 @@ class MultiTaskModel(keras.Model):
                 "supports it only for single-output models). Pass "
                 "`sample_weight={task: weights}` instead."
             )
-        x, y, sample_weight = self._standardize(x, y, sample_weight, "fit")
+        x, y, sample_weight = self._standardize(x, y, sample_weight, "fit", steps_per_epoch)
         if validation_data is not None:
-            validation_data = self._standardize(*_split_validation(validation_data), "validation_data")
+            validation_data = self._standardize(
+                *_split_validation(validation_data), "validation_data", validation_steps
+            )
         history = super().fit(
             x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
             validation_split=validation_split, validation_data=validation_data, shuffle=shuffle,
@@ -618,7 +612,7 @@ class MultiTaskModel(keras.Model):
                  steps=None, callbacks=None, return_dict=False, **kwargs):
         self._assert_compile_called("evaluate")
         if not kwargs.get("_use_cached_eval_dataset"):
-            x, y, sample_weight = self._standardize(x, y, sample_weight, "evaluate")
+            x, y, sample_weight = self._standardize(x, y, sample_weight, "evaluate", steps)
         return super().evaluate(
             x, y, batch_size=batch_size, verbose=verbose, sample_weight=sample_weight,
             steps=steps, callbacks=callbacks, return_dict=return_dict, **kwargs,
