@@ -6,15 +6,20 @@ import tensorflow as tf
 
 from keras_mtl import _checks
 from keras_mtl import data as data_module
+from keras_mtl import export as export_module
 from keras_mtl import samplers as samplers_module
 from keras_mtl import tasks as tasks_module
 from keras_mtl import training
 from keras_mtl._keras_internals import MetricsList
 from keras_mtl._keras_internals import no_automatic_dependency_tracking
+from keras_mtl._keras_internals import seed_generator_states
 from keras_mtl.heads import Head
 from keras_mtl.heads import _check_activation
 
 _MODES = ("joint", "alternating")
+# Version of the saved layout (get_config / compile config). Bump it when a
+# change makes older keras_mtl unable to read the files newer ones write.
+FORMAT_VERSION = 1
 
 
 class _TaskMetrics(MetricsList):
@@ -187,7 +192,11 @@ class MultiTaskModel(keras.Model):
 
     def _make_head(self, name, spec):
         if isinstance(spec, dict) and "class_name" in spec:
-            spec = keras.saving.deserialize_keras_object(spec)
+            # A head from get_config(): restore the layer unbuilt; the model
+            # builds it (and loads its weights) itself.
+            spec = keras.saving.deserialize_keras_object(
+                {k: v for k, v in spec.items() if k != "build_config"}
+            )
         if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
             if spec <= 0:
                 raise ValueError(
@@ -232,6 +241,10 @@ class MultiTaskModel(keras.Model):
         features = self.trunk.compute_output_shape(input_shape)
         for head in self.heads.values():
             head.build(features)
+        if self.compiled and self._task_specs is not None:
+            # Optimizer state must exist before anything loads it (e.g.
+            # BackupAndRestore at the start of fit(), or load_weights).
+            training.build_optimizers(self)
 
     def _build_for(self, input_shape):
         """Builds the model for inputs of `input_shape`, in the model's
@@ -268,6 +281,7 @@ class MultiTaskModel(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update(
+            format_version=FORMAT_VERSION,
             trunk_units=list(self.trunk_units),
             heads={name: keras.saving.serialize_keras_object(h) for name, h in self.heads.items()},
             trunk_activation=keras.activations.serialize(self.trunk_activation),
@@ -278,9 +292,89 @@ class MultiTaskModel(keras.Model):
         )
         return config
 
+    def save_own_variables(self, store):
+        # Besides the step counter, save the dropout generators' state, which
+        # Keras leaves out, so a resumed run draws the same dropout masks.
+        super().save_own_variables(store)
+        for i, state in enumerate(seed_generator_states(self)):
+            store[f"rng_{i}"] = state
+
+    def load_own_variables(self, store):
+        own = self._trainable_variables + self._non_trainable_variables
+        keys = set(store.keys())
+        saved_own = {k for k in keys if not k.startswith("rng_")}
+        if len(saved_own) != len(own):
+            raise ValueError(
+                f"The saved MultiTaskModel state has {len(saved_own)} model-level "
+                f"variables, but this model has {len(own)}: the file was written by "
+                "a different model or keras_mtl version."
+            )
+        for i, variable in enumerate(own):
+            variable.assign(store[f"{i}"])
+        for i, state in enumerate(seed_generator_states(self)):
+            if f"rng_{i}" in keys:
+                state.assign(store[f"rng_{i}"])
+
     @classmethod
     def from_config(cls, config):
+        config = dict(config)
+        version = config.pop("format_version", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ValueError(
+                f"This model was saved by a newer keras_mtl (saved format "
+                f"{version!r}; this keras_mtl reads format {FORMAT_VERSION} and "
+                "older). Upgrade keras_mtl to load it: pip install -U keras_mtl."
+            )
         return cls(**config)
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
+               input_name="features", **kwargs):
+        """Exports the model for inference; for TF Serving by default.
+
+        With `format="tf_saved_model"` the SavedModel needs neither
+        keras_mtl nor this class to serve. It has a `serving_default`
+        signature returning one output per head (named after the head) and
+        one signature per task, named after the task, that computes only the
+        trunk and that head. Inputs are float32 `(batch, features)` named
+        `input_name`; dropout is off. Other formats go to
+        `keras.Model.export`.
+
+        Args:
+            filepath: Directory to write; for TF Serving use
+                `<base>/<model_name>/<version>`, e.g. `"serving/mtl/1"`.
+            format: `"tf_saved_model"` (default) or another format that
+                `keras.Model.export` supports.
+            verbose: Whether to print a summary of what was written.
+            input_signature: Optional `tf.TensorSpec((None, n), tf.float32)`,
+                needed only if the model was never built.
+            input_name: Name of the signatures' input. Defaults to
+                `"features"`.
+            **kwargs: Passed to `keras.Model.export` for other formats.
+
+        Returns:
+            The list of signature names written (for `"tf_saved_model"`).
+
+        Example:
+
+        >>> import tempfile, keras_mtl, tensorflow as tf
+        >>> model = keras_mtl.MultiTaskModel([8], {"a": 1, "b": 3})
+        >>> model.build((None, 4))
+        >>> path = tempfile.mkdtemp() + "/1"
+        >>> model.export(path, verbose=False)
+        ['serving_default', 'serve', 'a', 'b']
+        >>> served = tf.saved_model.load(path)
+        >>> sorted(served.signatures["b"](features=tf.ones((2, 4))))
+        ['b']
+        """
+        if format != "tf_saved_model":
+            return super().export(filepath, format=format, verbose=verbose,
+                                  input_signature=input_signature, **kwargs)
+        if kwargs:
+            raise TypeError(f"Unexpected arguments for format='tf_saved_model': {sorted(kwargs)}.")
+        return export_module.export_saved_model(
+            self, filepath, input_name=input_name, input_signature=input_signature,
+            verbose=True if verbose is None else verbose,
+        )
 
     # ------------------------------------------------------------------
     # Compile
