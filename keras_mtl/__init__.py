@@ -25,11 +25,13 @@ if keras.backend.backend() != "tensorflow":  # pragma: no cover
         "KERAS_BACKEND=tensorflow before importing keras."
     )
 
+from keras_mtl import callbacks
 from keras_mtl import data
 from keras_mtl import samplers
 from keras_mtl.heads import Head
 from keras_mtl.model import MultiTaskModel
+from keras_mtl.plotting import plot_history
 
 __version__ = "0.1.0"
 
-__all__ = ["MultiTaskModel", "Head", "samplers", "data", "__version__"]
+__all__ = ["MultiTaskModel", "Head", "samplers", "data", "callbacks", "plot_history", "__version__"]

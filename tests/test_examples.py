@@ -1,0 +1,85 @@
+"""The examples run as documented (short runs) and report what they claim."""
+
+import importlib.util
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("palmerpenguins")
+pytest.importorskip("pandas")
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+@pytest.fixture(scope="module")
+def penguins():
+    """examples/penguins.py, loaded as a module from its path."""
+    path = os.path.join(EXAMPLES, "penguins.py")
+    spec = importlib.util.spec_from_file_location("penguins_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_penguins_data_keeps_unknown_sex_as_nan_and_drops_unmeasured_rows(penguins):
+    splits, mass_std = penguins.load_data()
+    sizes = {name: len(x) for name, (x, _) in splits.items()}
+    # 344 penguins, 2 without measurements; 11 without sex, 2 of them the unmeasured.
+    assert sum(sizes.values()) == 342
+    assert sizes == {"train": 206, "val": 68, "test": 68}
+    assert sum(int(np.isnan(y["sex"]).sum()) for _, y in splits.values()) == 9
+    for x, y in splits.values():
+        assert x.shape[1] == 6 and not np.isnan(x).any()
+        assert set(np.unique(y["species"])) <= {0, 1, 2}
+        assert set(np.unique(y["sex"][~np.isnan(y["sex"])])) <= {0.0, 1.0}
+        np.testing.assert_array_equal(x[:, 3:].sum(1), 1.0)  # one island each
+    x_train, y_train = splits["train"]
+    np.testing.assert_allclose(x_train[:, :3].mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(y_train["mass"].mean(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(y_train["mass"].std(ddof=1), 1.0, atol=1e-5)
+    assert 700 < mass_std < 900  # grams
+
+
+def test_penguins_split_is_the_same_on_every_call(penguins):
+    first, _ = penguins.load_data()
+    second, _ = penguins.load_data()
+    for name in ("train", "val", "test"):
+        np.testing.assert_array_equal(first[name][0], second[name][0])
+        np.testing.assert_array_equal(first[name][1]["species"], second[name][1]["species"])
+
+
+def test_penguins_skips_the_plot_with_a_note_without_matplotlib(
+    penguins, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    path = tmp_path / "curves.png"
+    assert penguins.save_curves({"y1_loss": [1.0]}, path) is False
+    assert "matplotlib is not installed: skipping" in capsys.readouterr().out
+    assert not path.exists()
+
+
+@pytest.mark.slow
+def test_penguins_main_compares_joint_alternating_and_single_task(penguins, tmp_path, capsys):
+    path = tmp_path / "curves.png"
+    results = penguins.main(epochs=1, plot_path=str(path))
+    out = capsys.readouterr().out
+
+    assert list(results) == ["joint", "alternating", "single-task"]
+    for row, scores in results.items():
+        assert set(scores) == {"species_accuracy", "sex_accuracy", "mass_mae"}
+        assert 0.0 <= scores["species_accuracy"] <= 1.0
+        assert 0.0 <= scores["sex_accuracy"] <= 1.0
+        assert math.isfinite(scores["mass_mae"]) and 10 < scores["mass_mae"] < 3000  # grams
+        line = next(line for line in out.splitlines() if line.startswith(f"{row} "))
+        np.testing.assert_allclose(
+            [float(v) for v in line.split()[-3:]],
+            [scores["species_accuracy"], scores["sex_accuracy"], scores["mass_mae"]],
+            atol=1e-3,
+        )
+    assert "species acc" in out and "mass MAE (g)" in out
+    assert "13/13" in out  # the progress bar of verbose=1: 206 rows, batches of 16
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
