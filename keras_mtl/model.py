@@ -237,20 +237,21 @@ class MultiTaskModel(keras.Model):
                 f"Received input shape {input_shape}; flatten or preprocess "
                 "the inputs first."
             )
-        self.trunk.build(input_shape)
-        features = self.trunk.compute_output_shape(input_shape)
-        for head in self.heads.values():
-            head.build(features)
+        # In the model's distribution scope, so its variables are replicated
+        # even when build() is called outside `strategy.scope()`.
+        with self.distribute_strategy.scope():
+            self.trunk.build(input_shape)
+            features = self.trunk.compute_output_shape(input_shape)
+            for head in self.heads.values():
+                head.build(features)
         if self.compiled and self._task_specs is not None:
             # Optimizer state must exist before anything loads it (e.g.
             # BackupAndRestore at the start of fit(), or load_weights).
             training.build_optimizers(self)
 
     def _build_for(self, input_shape):
-        """Builds the model for inputs of `input_shape`, in the model's
-        distribution scope so its variables are replicated."""
-        with self.distribute_strategy.scope():
-            self.build((None,) + tuple(input_shape)[1:])
+        """Builds the model for inputs of `input_shape` (any batch size)."""
+        self.build((None,) + tuple(input_shape)[1:])
 
     def call(self, inputs, training=None):
         features = self.trunk(inputs, training=training)
@@ -443,6 +444,13 @@ class MultiTaskModel(keras.Model):
         """
         if mode not in _MODES:
             raise ValueError(f"`mode` must be 'joint' or 'alternating'. Received: mode={mode!r}.")
+        if isinstance(self.distribute_strategy, tf.distribute.experimental.ParameterServerStrategy):
+            raise NotImplementedError(
+                "MultiTaskModel does not support ParameterServerStrategy: Keras 3 "
+                "does not train with it (keras-team/keras#18624), and alternating "
+                "updates need synchronous replicas. Use MirroredStrategy or "
+                "MultiWorkerMirroredStrategy."
+            )
         alternating = mode == "alternating"
         if not alternating:
             for arg, value in (("sampler", sampler), ("task_optimizers", task_optimizers)):
@@ -623,6 +631,15 @@ class MultiTaskModel(keras.Model):
             self._build_for(x.shape)
         training.build_optimizers(self)
         self._training_ready = True
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras builds a model under a strategy from a first batch that it
+        # reduces across replicas, which fails under
+        # MultiWorkerMirroredStrategy for dict targets. fit()/evaluate()
+        # already built this model (and its optimizers) from the input shape.
+        if self.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:

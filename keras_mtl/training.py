@@ -31,6 +31,7 @@ distributed step is traced fails (keras-team/keras#23085).
 
 import functools
 import itertools
+import warnings
 
 import keras
 import tensorflow as tf
@@ -124,6 +125,20 @@ def build_optimizers(model):
 
     Call before the first training step is traced (see module docstring).
     """
+    strategy = model._distribute_strategy
+    optimizers = dict(model._task_optimizers)
+    if model.optimizer is not None:
+        optimizers["the shared `optimizer`"] = model.optimizer
+    for owner, optimizer in optimizers.items():
+        created_in = getattr(optimizer, "_distribution_strategy", None)
+        if strategy is not None and created_in is not None and created_in is not strategy:
+            which = owner if owner.startswith("the ") else f"task {owner!r}'s optimizer"
+            raise ValueError(
+                f"{which} was created outside `strategy.scope()`, but the model "
+                "lives in a tf.distribute strategy: create the model, call "
+                "compile() and create every optimizer instance inside "
+                "`with strategy.scope():`."
+            )
     with model.distribute_strategy.scope():
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(joint_variables(model))
@@ -265,6 +280,13 @@ def make_train_function(model):
     step = _alternating_step if model.mode == "alternating" else _joint_step
     one_step = tf.autograph.experimental.do_not_convert(functools.partial(step, model))
     spe = model.steps_per_execution
+    if model.jit_compile and model._distribute_strategy is not None:
+        warnings.warn(
+            "jit_compile=True is not applied under a tf.distribute strategy: "
+            "keras_mtl runs the distributed step without XLA (as Keras does "
+            "by default under strategies).",
+            stacklevel=3,
+        )
     if not model.run_eagerly and model._distribute_strategy is None:
         # On one device the step is its own (optionally XLA-compiled)
         # function. Under a strategy it is traced inline into the loop: a
