@@ -28,10 +28,11 @@ if keras.backend.backend() != "tensorflow":  # pragma: no cover
 from keras_mtl import callbacks
 from keras_mtl import data
 from keras_mtl import samplers
+from keras_mtl import weighting
 from keras_mtl.heads import Head
 from keras_mtl.model import MultiTaskModel
 from keras_mtl.plotting import plot_history
 
 __version__ = "0.1.0"
 
-__all__ = ["MultiTaskModel", "Head", "samplers", "data", "callbacks", "plot_history", "__version__"]
+__all__ = ["MultiTaskModel", "Head", "samplers", "data", "weighting", "callbacks", "plot_history", "__version__"]

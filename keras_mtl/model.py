@@ -10,6 +10,7 @@ from keras_mtl import export as export_module
 from keras_mtl import samplers as samplers_module
 from keras_mtl import tasks as tasks_module
 from keras_mtl import training
+from keras_mtl import weighting as weighting_module
 from keras_mtl._keras_internals import MetricsList
 from keras_mtl._keras_internals import no_automatic_dependency_tracking
 from keras_mtl._keras_internals import seed_generator_states
@@ -188,6 +189,7 @@ class MultiTaskModel(keras.Model):
         )
         self._task_specs = None
         self._task_optimizers = {}
+        self._weighting = None
         self._training_ready = False
 
     def _make_head(self, name, spec):
@@ -391,6 +393,7 @@ class MultiTaskModel(keras.Model):
         mode="joint",
         sampler=None,
         task_optimizers=None,
+        weighting=None,
         seed=None,
         **kwargs,
     ):
@@ -421,6 +424,13 @@ class MultiTaskModel(keras.Model):
                 `iterations` (and so its schedule and Adam's bias correction)
                 advance only on that task's updates, whereas one shared
                 optimizer advances on every step.
+            weighting: Optional `keras_mtl.weighting` method (an instance or
+                its name) that balances the tasks dynamically instead of the
+                static sum: loss-based (`Uncertainty`, `DWA`, `RLW`, `FAMO`)
+                or gradient-based (`PCGrad`, `MGDA`, `CAGrad`, `GradNorm`,
+                `UPGrad`). It sees the losses after `loss_weights`; the
+                weights it uses are logged as `<task>_weight`. Joint mode;
+                in alternating mode only `Uncertainty` applies.
             seed: Optional int in [0, 2**31 - 1): makes the alternating task
                 sequence reproducible. `None` draws one (from Python's
                 `random`, so `keras.utils.set_random_seed` fixes it).
@@ -460,10 +470,24 @@ class MultiTaskModel(keras.Model):
                         f"step trains every task at once). Received {arg}="
                         f"{value!r} with mode='joint'."
                     )
+        method = weighting_module.get(weighting)
+        if alternating and method is not None and not method.supports_alternating:
+            raise ValueError(
+                f"weighting={type(method).__name__}() balances the tasks within a "
+                "joint step, but an alternating step trains one task. Use "
+                "mode='joint', or weighting=keras_mtl.weighting.Uncertainty(), "
+                "which learns each task's loss scale one task at a time."
+            )
+        if method is not None and method.built:
+            raise ValueError(
+                "This weighting method already belongs to a compiled model; "
+                "pass a new instance (its state is per model)."
+            )
         config = dict(
             optimizer=_serialize(optimizer), loss=_serialize(loss), metrics=_serialize(metrics),
             loss_weights=_serialize(loss_weights), weighted_metrics=_serialize(weighted_metrics),
             mode=mode, sampler=_serialize(sampler), task_optimizers=_serialize(task_optimizers),
+            weighting=_serialize(method),
         )
         specs = tasks_module.build_task_specs(
             self.heads, loss, loss_weights, metrics, weighted_metrics, alternating
@@ -488,6 +512,10 @@ class MultiTaskModel(keras.Model):
         self._sampler = bound_sampler
         self._task_specs = specs
         self._trained_specs = [s for s in specs if s.trained]
+        self._weighting = method
+        if method is not None:
+            for spec in self._trained_specs:
+                spec.weight_tracker = tasks_module.WeightTracker(name=f"{spec.name}_weight")
         self._task_optimizers = own_optimizers
         self._loss_tracker = tasks_module.LossTracker(name="loss")
         self._task_metrics = _TaskMetrics(
@@ -572,21 +600,26 @@ class MultiTaskModel(keras.Model):
             return super().metrics
         return [self._loss_tracker, self._task_metrics]
 
-    def _update_counters(self):
+    def _training_only_metrics(self):
         if self._task_specs is None:
             return []
-        return [s.update_counter for s in self._task_specs if s.update_counter is not None]
+        return [m for s in self._task_specs for m in s.training_only_metrics()]
+
+    def _evaluated_specs(self, y):
+        """Trained tasks, and untrained ones whose labels `y` holds."""
+        given = y if isinstance(y, dict) else {}
+        return [s for s in self._task_specs if s.trained or s.name in given]
 
     def reset_metrics(self):
         super().reset_metrics()
-        for counter in self._update_counters():
-            counter.reset_state()
+        for metric in self._training_only_metrics():
+            metric.reset_state()
 
     def _training_logs(self):
-        # `<task>_updates` is a training-only log: it stays out of
-        # `self.metrics` so `evaluate()` never reports it.
+        # `<task>_updates` and `<task>_weight` are training-only logs: they
+        # stay out of `self.metrics` so `evaluate()` never reports them.
         logs = self.get_metrics_result()
-        logs.update({c.name: c.result() for c in self._update_counters()})
+        logs.update({m.name: m.result() for m in self._training_only_metrics()})
         return logs
 
     def task_sequence(self, steps, start=0):

@@ -62,6 +62,25 @@ class UpdateCounter(keras.metrics.Metric):
         return tf.identity(self.count)
 
 
+class WeightTracker(keras.metrics.Metric):
+    """Mean of the weight a task's loss got per step in the epoch."""
+
+    def __init__(self, name, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, weight):
+        # Every replica computes the same weight: record it once.
+        replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
+        first = tf.cast(tf.equal(replica_id, 0), self.dtype)
+        self.total.assign_add(first * tf.cast(weight, self.dtype))
+        self.count.assign_add(first)
+
+    def result(self):
+        return tf.math.divide_no_nan(self.total, self.count)
+
+
 class TaskSpec:
     """Everything a training or evaluation step needs to know about a task.
 
@@ -76,6 +95,8 @@ class TaskSpec:
         loss_tracker: `LossTracker` logged as `<task>_loss`.
         update_counter: `UpdateCounter` logged as `<task>_updates`
             (alternating mode only), else `None`.
+        weight_tracker: `WeightTracker` logged as `<task>_weight` when a
+            weighting method is compiled, else `None`.
         sparse_labels: whether the loss takes integer class ids.
         index: position among the trained tasks, or `None`.
     """
@@ -94,6 +115,7 @@ class TaskSpec:
             if alternating and loss is not None
             else None
         )
+        self.weight_tracker = None
 
     @property
     def trained(self):
@@ -102,10 +124,15 @@ class TaskSpec:
     def all_metrics(self):
         """The loss tracker and metrics logged for this task, in log order.
 
-        The update counter is not among them: it is a training-only log.
+        The update counter and weight tracker are not among them: they are
+        training-only logs.
         """
         out = [self.loss_tracker] if self.loss_tracker is not None else []
         return out + [m for m, _ in self.metrics]
+
+    def training_only_metrics(self):
+        """Logs of `fit()` that `evaluate()` does not report."""
+        return [m for m in (self.update_counter, self.weight_tracker) if m is not None]
 
 
 def _loss_name(loss):

@@ -29,6 +29,7 @@ variables it was not built with, and creating optimizer variables while a
 distributed step is traced fails (keras-team/keras#23085).
 """
 
+import collections
 import functools
 import itertools
 import warnings
@@ -37,6 +38,7 @@ import keras
 import tensorflow as tf
 
 from keras_mtl import tasks
+from keras_mtl import weighting as weighting_module
 
 _TF_ITERATORS = (tf.data.Iterator, tf.distribute.DistributedIterator)
 
@@ -108,15 +110,22 @@ def _label_counts(model, data):
 
 
 def task_variables(model, spec):
-    """The variables an update of `spec`'s task changes: trunk and its head."""
-    return model.trunk.trainable_variables + spec.head.trainable_variables
+    """The variables an update of `spec`'s task changes: trunk and its head
+    (and the task's own weighting variables, if any)."""
+    variables = model.trunk.trainable_variables + spec.head.trainable_variables
+    if model._weighting is not None:
+        variables += model._weighting.task_variables(spec.index)
+    return variables
 
 
 def joint_variables(model):
-    """The variables a joint update changes: trunk and every trained head."""
+    """The variables a joint update changes: trunk, every trained head and
+    the weighting method's trainable variables."""
     variables = list(model.trunk.trainable_variables)
     for spec in model._trained_specs:
         variables += spec.head.trainable_variables
+    if model._weighting is not None:
+        variables += model._weighting.trainable_variables
     return variables
 
 
@@ -140,6 +149,8 @@ def build_optimizers(model):
                 "`with strategy.scope():`."
             )
     with model.distribute_strategy.scope():
+        if model._weighting is not None and not model._weighting.built:
+            model._weighting.build(len(model._trained_specs))
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(joint_variables(model))
         for task, optimizer in model._task_optimizers.items():
@@ -164,27 +175,24 @@ class _Batch:
         )
 
 
-def _forward(model, x, specs, training):
-    features = model.trunk(x, training=training)
-    return {s.name: s.head(features, training=training) for s in specs}
+# One step's loss pieces on one replica:
+#   shares: per trained task, loss_weight * sum(w * l) / (present labels on
+#     ALL replicas), so that summing gradients over replicas gives the
+#     single-device gradient of the task's mean loss;
+#   regularization: the trunk's and these heads' penalties, divided by the
+#     number of replicas for the same reason;
+#   batches, global_batch: for metrics and logs; features: the trunk output.
+_Terms = collections.namedtuple(
+    "_Terms", ["shares", "regularization", "batches", "global_batch", "features"]
+)
 
 
-def _objective(model, specs, data, training, global_counts=None):
-    """Loss of `specs`' tasks on a batch, normalized over all replicas.
-
-    Each task's term is `sum(w * l) / (present labels on all replicas)`, so
-    gradients summed over replicas equal the single-device gradient; the
-    regularization of the trunk and these heads is divided by the number of
-    replicas for the same reason.
-
-    Returns:
-        `(loss, batches, global_batch_size)`.
-    """
+def _terms(model, specs, data, training, global_counts=None):
     x, y, sample_weight = unpack(data)
     check_targets(model, y, sample_weight)
-    preds = _forward(model, x, specs, training)
+    features = model.trunk(x, training=training)
     batches = [
-        _Batch(s, y, _task_sample_weight(sample_weight, s.name), preds[s.name])
+        _Batch(s, y, _task_sample_weight(sample_weight, s.name), s.head(features, training=training))
         for s in specs
     ]
     trained = [b for b in batches if b.spec.trained]
@@ -194,52 +202,154 @@ def _objective(model, specs, data, training, global_counts=None):
         positions = range(len(trained))
     else:
         positions = [b.spec.index for b in trained]
-    loss = tf.constant(0.0)
-    for b, pos in zip(trained, positions):
-        mean = b.loss_sum / tf.maximum(global_counts[pos], 1.0)
-        loss += b.spec.weight * mean
-    regularization = model.trunk.losses + [l for s in specs for l in s.head.losses]
-    if regularization:
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        loss += tf.add_n([tf.cast(r, tf.float32) for r in regularization]) / replicas
-    return loss, batches, global_counts[-1]
+    shares = [
+        b.spec.weight * b.loss_sum / tf.maximum(global_counts[pos], 1.0)
+        for b, pos in zip(trained, positions)
+    ]
+    penalties = model.trunk.losses + [p for s in specs for p in s.head.losses]
+    regularization = (
+        tf.add_n([tf.cast(p, tf.float32) for p in penalties]) / _replicas()
+        if penalties
+        else tf.constant(0.0)
+    )
+    return _Terms(shares, regularization, batches, global_counts[-1], features)
 
 
-def _record(model, loss, batches, global_batch, x):
-    """Updates the loss trackers and metrics of the tasks in `batches`."""
-    model._loss_tracker.update_state(loss * global_batch, _batch_size(x))
-    for b in batches:
+def _replicas():
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _context(model):
+    return weighting_module.Context(
+        step=tf.convert_to_tensor(model.step_counter),
+        seed=model._seed,
+        # Keras resets the metrics at the start of every epoch.
+        epoch_start=tf.equal(model._loss_tracker.count, 0.0),
+    )
+
+
+def _record(model, loss, terms, x, weights=None):
+    """Updates the loss trackers, metrics and logged task weights."""
+    model._loss_tracker.update_state(loss * terms.global_batch, _batch_size(x))
+    for b in terms.batches:
         if b.spec.trained:
             b.spec.loss_tracker.update_state(b.loss_sum, b.count)
         tasks.update_metrics(b.spec, b.y_clean, b.y_pred, b.weights)
-
-
-def _apply(optimizer, tape, loss, variables):
-    grads = tape.gradient(loss, variables)
-    optimizer.apply(grads, variables)
+    if weights is not None:
+        trained = [b.spec for b in terms.batches if b.spec.trained]
+        for spec, w in zip(trained, tf.unstack(tf.reshape(weights, [len(trained)]))):
+            spec.weight_tracker.update_state(w * spec.weight)
 
 
 def _alternating_replica_step(model, spec, data, global_counts):
     """Replica fn: one update of task `spec` (trunk + its head only)."""
     optimizer = model._optimizer_for(spec.name)
     variables = task_variables(model, spec)
+    method = model._weighting
+    weight = None
     with tf.GradientTape() as tape:
-        loss, batches, global_batch = _objective(model, [spec], data, True, global_counts)
+        terms = _terms(model, [spec], data, True, global_counts)
+        share = terms.shares[0]
+        if method is None:
+            loss = share + terms.regularization
+        else:
+            task_loss = _all_reduce_sum(tf.stop_gradient(share))
+            weight, extra = method.task_weight(spec.index, task_loss, _context(model))
+            loss = weight * share + terms.regularization + extra / _replicas()
         scaled = optimizer.scale_loss(loss)
-    _apply(optimizer, tape, scaled, variables)
-    _record(model, loss, batches, global_batch, unpack(data)[0])
+    optimizer.apply(tape.gradient(scaled, variables), variables)
+    _record(model, loss, terms, unpack(data)[0], weight)
     spec.update_counter.update_state()
 
 
 def _joint_replica_step(model, data):
     """Replica fn: one update of every trained task at once."""
+    method = model._weighting
+    if isinstance(method, weighting_module.GradientWeighting):
+        return _gradient_weighted_replica_step(model, data)
     optimizer = model.optimizer
     variables = joint_variables(model)
+    weights = None
     with tf.GradientTape() as tape:
-        loss, batches, global_batch = _objective(model, model._trained_specs, data, True)
+        terms = _terms(model, model._trained_specs, data, True)
+        shares = tf.stack(terms.shares)
+        if method is None:
+            loss = tf.reduce_sum(shares) + terms.regularization
+        else:
+            losses = _all_reduce_sum(tf.stop_gradient(shares))
+            context = _context(model)
+            weights, extra = method.weights(losses, context)
+            loss = tf.reduce_sum(weights * shares) + terms.regularization
+            if extra is not None:
+                loss += extra / _replicas()
         scaled = optimizer.scale_loss(loss)
-    _apply(optimizer, tape, scaled, variables)
-    _record(model, loss, batches, global_batch, unpack(data)[0])
+    optimizer.apply(tape.gradient(scaled, variables), variables)
+    if method is not None and method.needs_losses_after_update:
+        # The same batch's losses after the update (e.g. FAMO), no dropout.
+        after = _terms(model, model._trained_specs, data, False)
+        method.after_update(losses, _all_reduce_sum(tf.stack(after.shares)), context)
+    _record(model, loss, terms, unpack(data)[0], weights)
+
+
+def _gradient_weighted_replica_step(model, data):
+    """Replica fn: a joint update whose trunk gradient is `sum_t c_t g_t`.
+
+    The per-task trunk gradients `g_t` (or, for `gradients="representation"`,
+    the gradients of the trunk output) are summed over replicas before the
+    method sees them, so every replica computes the same coefficients and the
+    result equals single-device training. Heads get their own task's
+    gradient; regularization is added unchanged.
+    """
+    method = model._weighting
+    optimizer = model.optimizer
+    trunk = list(model.trunk.trainable_variables)
+    heads = [v for s in model._trained_specs for v in s.head.trainable_variables]
+    with tf.GradientTape(persistent=True) as tape:
+        terms = _terms(model, model._trained_specs, data, True)
+        shares = optimizer.scale_loss(tf.stack(terms.shares))
+        plain = tf.reduce_sum(shares) + optimizer.scale_loss(terms.regularization)
+    losses = _all_reduce_sum(tf.stop_gradient(tf.stack(terms.shares)))
+    context = _context(model)
+    task_count = len(terms.shares)
+    if method.gradients == "representation":
+        rows = [
+            tf.reshape(tape.gradient(shares[t], terms.features), [-1]) for t in range(task_count)
+        ]
+        matrix = tf.stack(rows)
+        gram = _all_reduce_sum(tf.matmul(matrix, matrix, transpose_b=True))
+        coefficients = tf.stop_gradient(method.coefficients(gram, losses, context))
+        trunk_grads = tape.gradient(shares, trunk, output_gradients=coefficients)
+    else:
+        rows = []
+        for t in range(task_count):
+            grads = tape.gradient(shares[t], trunk)
+            rows.append(tf.concat([
+                tf.reshape(g, [-1]) if g is not None else tf.zeros([v.shape.num_elements()])
+                for g, v in zip(grads, trunk)
+            ], 0))
+        matrix = _all_reduce_sum(tf.stack(rows))
+        gram = tf.matmul(matrix, matrix, transpose_b=True)
+        coefficients = tf.stop_gradient(method.coefficients(gram, losses, context))
+        # Every replica holds the same global combination; the optimizer
+        # sums gradients over replicas, so each contributes 1/R of it.
+        combined = tf.linalg.matvec(matrix, coefficients, transpose_a=True) / _replicas()
+        trunk_grads = _unflatten(combined, trunk)
+    penalty = tape.gradient(optimizer.scale_loss(terms.regularization), trunk)
+    trunk_grads = [g if p is None else g + p for g, p in zip(trunk_grads, penalty)]
+    head_grads = tape.gradient(plain, heads)
+    del tape
+    optimizer.apply(trunk_grads + head_grads, trunk + heads)
+    loss = tf.reduce_sum(tf.stack(terms.shares)) + terms.regularization
+    _record(model, loss, terms, unpack(data)[0], coefficients)
+
+
+def _unflatten(vector, variables):
+    out, start = [], 0
+    for v in variables:
+        size = v.shape.num_elements()
+        out.append(tf.reshape(vector[start : start + size], v.shape))
+        start += size
+    return out
 
 
 def _alternating_step(model, data):
@@ -266,9 +376,13 @@ def _joint_step(model, data):
 
 
 def evaluation_step(model, data):
-    """Replica fn for `evaluate()`: every task's loss and metrics, no update."""
-    loss, batches, global_batch = _objective(model, model._task_specs, data, False)
-    _record(model, loss, batches, global_batch, unpack(data)[0])
+    """Replica fn for `evaluate()`: every task's loss and metrics, no update.
+
+    The loss is the static `loss_weights` sum, whatever `weighting` trains.
+    """
+    terms = _terms(model, model._evaluated_specs(unpack(data)[1]), data, False)
+    loss = tf.add_n(terms.shares) + terms.regularization
+    _record(model, loss, terms, unpack(data)[0])
 
 
 def make_train_function(model):
