@@ -1,10 +1,13 @@
 """`MultiTaskModel`: a shared Dense trunk with one named head per task."""
 
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_mtl import _checks
+from keras_mtl import _io
 from keras_mtl import data as data_module
 from keras_mtl import export as export_module
 from keras_mtl import samplers as samplers_module
@@ -294,6 +297,55 @@ class MultiTaskModel(keras.Model):
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
         )
         return config
+
+    def save(self, filepath, overwrite=True, zipped=None, **kwargs):
+        """Saves the model as a `.keras` file, replacing it atomically.
+
+        Same as `keras.Model.save`, except that a local `.keras` file is
+        written to a temporary file first and then renamed over `filepath`:
+        a process killed mid-save (for example during `ModelCheckpoint`)
+        leaves the previous file intact.
+
+        Args:
+            filepath: Path ending in `.keras`.
+            overwrite: Whether to overwrite an existing file.
+            zipped: As in `keras.Model.save`.
+            **kwargs: As in `keras.Model.save`.
+
+        Returns:
+            None.
+        """
+        if zipped is False or (not overwrite and os.path.exists(os.fspath(filepath))):
+            return super().save(filepath, overwrite=overwrite, zipped=zipped, **kwargs)
+        save = super().save
+        return _io.write_atomically(
+            filepath, ".keras", lambda path: save(path, overwrite=True, zipped=zipped, **kwargs)
+        )
+
+    def save_weights(self, filepath, overwrite=True, max_shard_size=None):
+        """Saves every variable (optimizers included), replacing the file atomically.
+
+        Same as `keras.Model.save_weights`, except that a local
+        `.weights.h5` file is written to a temporary file first and then
+        renamed over `filepath`, so a process killed mid-save (for example
+        during `BackupAndRestore` or `ModelCheckpoint(save_weights_only=
+        True)`) leaves the previous checkpoint loadable.
+
+        Args:
+            filepath: Path ending in `.weights.h5`.
+            overwrite: Whether to overwrite an existing file.
+            max_shard_size: As in `keras.Model.save_weights` (sharded
+                files are written in place).
+
+        Returns:
+            None.
+        """
+        if max_shard_size is not None or (not overwrite and os.path.exists(os.fspath(filepath))):
+            return super().save_weights(filepath, overwrite=overwrite, max_shard_size=max_shard_size)
+        save_weights = super().save_weights
+        return _io.write_atomically(
+            filepath, ".weights.h5", lambda path: save_weights(path, overwrite=True)
+        )
 
     def save_own_variables(self, store):
         # Besides the step counter, save the dropout generators' state, which
