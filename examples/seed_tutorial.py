@@ -8,8 +8,10 @@ the tutorial describes:
   Adam optimizer over the shared layer and that task's head;
 * joint: each step minimizes Y1_loss + Y2_loss with one Adam.
 
-Run:  python examples/seed_tutorial.py
+Run:  python examples/seed_tutorial.py [--epochs 20]
 """
+
+import argparse
 
 import keras
 import numpy as np
@@ -72,4 +74,6 @@ def main(epochs=20):
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description="The tutorial's network, trained both ways.")
+    parser.add_argument("--epochs", type=int, default=20)
+    main(parser.parse_args().epochs)

@@ -11,8 +11,10 @@ task's, and an alternating step trains exactly that task. We compare two
 samplers: proportional to dataset size (the large task dominates the trunk,
 the tutorial's first bias) and uniform (both tasks get equal turns).
 
-Run:  python examples/two_datasets.py
+Run:  python examples/two_datasets.py [--epochs 8]
 """
+
+import argparse
 
 import keras
 import numpy as np
@@ -69,9 +71,9 @@ def train(tasks, sampler, epochs=8):
     return scores
 
 
-def main():
+def main(epochs=8):
     tasks = make_tasks(np.random.default_rng(0))
-    results = {s: train(tasks, s) for s in ("proportional", "uniform")}
+    results = {s: train(tasks, s, epochs) for s in ("proportional", "uniform")}
     print("\nTest MAE per task (lower is better):")
     print(f"{'sampler':<14} {'large':>8} {'small':>8}")
     for sampler, scores in results.items():
@@ -80,4 +82,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description="Two datasets, alternating training.")
+    parser.add_argument("--epochs", type=int, default=8)
+    main(parser.parse_args().epochs)

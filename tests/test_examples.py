@@ -83,3 +83,61 @@ def test_penguins_main_compares_joint_alternating_and_single_task(penguins, tmp_
     assert "13/13" in out  # the progress bar of verbose=1: 206 rows, batches of 16
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_example", os.path.join(EXAMPLES, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seed_tutorial_trains_both_ways():
+    results = _load("seed_tutorial").main(epochs=1)
+    assert set(results) == {"alternating", "joint"}
+    for logs in results.values():
+        assert set(logs) == {"loss", "Y1_loss", "Y2_loss"}
+        assert all(math.isfinite(v) for v in logs.values())
+
+
+def test_two_datasets_example_compares_samplers():
+    results = _load("two_datasets").main(epochs=1)
+    assert set(results) == {"proportional", "uniform"}
+    for scores in results.values():
+        assert set(scores) == {"large", "small"}
+        assert all(0 < v < 5 for v in scores.values())
+
+
+def test_export_for_serving_example_writes_a_versioned_saved_model(tmp_path, capsys):
+    import tensorflow as tf
+
+    path = _load("export_for_serving").main(name="house", base=str(tmp_path / "serving"))
+    assert path == str(tmp_path / "serving" / "house" / "1")
+    served = tf.saved_model.load(path)
+    assert {"serving_default", "price", "kind"} <= set(served.signatures)
+    out = capsys.readouterr().out
+    assert "POST http://localhost:8501/v1/models/house:predict" in out
+    assert '"signature_name": "kind"' in out and "signature_def['serving_default']" in out
+
+
+def _run_example(*args, timeout=300):
+    import subprocess
+
+    return subprocess.run([sys.executable, os.path.join(EXAMPLES, "distributed.py"), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_distributed_example_on_two_logical_cpus():
+    done = _run_example("--logical-cpus", "2", "--epochs", "1", "--mode", "alternating")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "MirroredStrategy with 2 replica(s)" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_distributed_example_with_two_local_workers():
+    done = _run_example("--local-workers", "2", "--epochs", "1", "--mode", "joint")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Strategy with 2 replica(s)" in done.stdout  # MultiWorkerMirroredStrategy
+    assert "Epoch" in done.stdout or "32/32" in done.stdout
