@@ -69,7 +69,7 @@ def _check_dataset(model, dataset, method):
     return spec[0]
 
 
-def standardize_arrays(model, x, y, sample_weight, method, steps=None):
+def _standardize_inputs(model, x, y, sample_weight, method, steps=None):
     """Checks `fit`/`evaluate` inputs and marks `None` task labels absent.
 
     For arrays: `y` must be a dict with an entry for every trained task; a

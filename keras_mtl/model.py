@@ -314,6 +314,16 @@ class MultiTaskModel(keras.Model):
 
         Returns:
             None.
+
+        Example:
+
+        >>> import os, tempfile, keras, keras_mtl
+        >>> model = keras_mtl.MultiTaskModel([4], {"a": 1})
+        >>> model.build((None, 3))
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.keras")
+        >>> model.save(path)
+        >>> keras.models.load_model(path).task_names
+        ('a',)
         """
         if zipped is False or (not overwrite and os.path.exists(os.fspath(filepath))):
             return super().save(filepath, overwrite=overwrite, zipped=zipped, **kwargs)
@@ -339,6 +349,15 @@ class MultiTaskModel(keras.Model):
 
         Returns:
             None.
+
+        Example:
+
+        >>> import os, tempfile, keras_mtl
+        >>> model = keras_mtl.MultiTaskModel([4], {"a": 1})
+        >>> model.build((None, 3))
+        >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.weights.h5")
+        >>> model.save_weights(path)
+        >>> model.load_weights(path)
         """
         if max_shard_size is not None or (not overwrite and os.path.exists(os.fspath(filepath))):
             return super().save_weights(filepath, overwrite=overwrite, max_shard_size=max_shard_size)
@@ -759,7 +778,7 @@ class MultiTaskModel(keras.Model):
 
     def _standardize(self, x, y, sample_weight, method, steps=None):
         """Checks targets and turns `None` task labels into absent labels."""
-        return data_module.standardize_arrays(self, x, y, sample_weight, method, steps)
+        return data_module._standardize_inputs(self, x, y, sample_weight, method, steps)
 
     def fit(
         self,
@@ -780,6 +799,42 @@ class MultiTaskModel(keras.Model):
         validation_batch_size=None,
         validation_freq=1,
     ):
+        """Trains the model, as `keras.Model.fit` does.
+
+        Differences from Keras: `y` must be a dict `{task: labels}` (a task
+        mapped to `None` has all its labels absent), `sample_weight` may be
+        a dict `{task: weights}` (0 marks a missing label), `class_weight`
+        is not supported, and an infinite dataset (such as one from
+        `keras_mtl.data.interleave`) needs `steps_per_epoch`. Inputs are
+        checked before the first step.
+
+        Args:
+            x: Inputs `(n, features)`: an array, a tensor or a
+                `tf.data.Dataset` of `(x, y)` / `(x, y, sample_weight)`.
+            y: Dict `{task: labels}` (not with a dataset).
+            batch_size, epochs, verbose, callbacks, validation_split,
+                validation_data, shuffle, initial_epoch, steps_per_epoch,
+                validation_steps, validation_batch_size, validation_freq:
+                As in `keras.Model.fit`.
+            class_weight: Not supported; use `sample_weight`.
+            sample_weight: Per-example weights: one array for every task or
+                a dict `{task: weights}`.
+
+        Returns:
+            A `keras.callbacks.History`; its logs are `loss`,
+            `<task>_loss`, `<task>_<metric>`, their `val_` versions, and
+            `<task>_updates` (alternating) / `<task>_weight` (weighting).
+
+        Example:
+
+        >>> import numpy as np, keras_mtl
+        >>> model = keras_mtl.MultiTaskModel([8], {"a": 1, "b": 1})
+        >>> model.compile(optimizer="adam", loss="mse", mode="alternating", seed=0)
+        >>> x = np.random.rand(32, 3).astype("float32")
+        >>> history = model.fit(x, {"a": x.sum(1), "b": None}, epochs=1, verbose=0)
+        >>> history.history["b_updates"]
+        [0.0]
+        """
         self._assert_compile_called("fit")
         if class_weight is not None:
             raise ValueError(
@@ -806,6 +861,30 @@ class MultiTaskModel(keras.Model):
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
                  steps=None, callbacks=None, return_dict=False, **kwargs):
+        """Computes every task's loss and metrics, as `keras.Model.evaluate`.
+
+        Always evaluates all tasks whose labels are given (missing labels
+        are ignored); the `loss` is the static `loss_weights` sum. Training
+        logs such as `<task>_updates` are not reported.
+
+        Args:
+            x, y, batch_size, verbose, sample_weight, steps, callbacks,
+                return_dict: As in `keras.Model.evaluate`, with `y` and
+                `sample_weight` as in `fit`.
+            **kwargs: Keras-internal arguments.
+
+        Returns:
+            A scalar list, or a dict of logs with `return_dict=True`.
+
+        Example:
+
+        >>> import numpy as np, keras_mtl
+        >>> model = keras_mtl.MultiTaskModel([8], {"a": 1, "b": 1})
+        >>> model.compile(optimizer="adam", loss="mse", metrics={"a": ["mae"]})
+        >>> x = np.random.rand(16, 3).astype("float32")
+        >>> sorted(model.evaluate(x, {"a": x.sum(1), "b": x[:, 0]}, return_dict=True, verbose=0))
+        ['a_loss', 'a_mae', 'b_loss', 'loss']
+        """
         self._assert_compile_called("evaluate")
         if not kwargs.get("_use_cached_eval_dataset"):
             x, y, sample_weight = self._standardize(x, y, sample_weight, "evaluate", steps)

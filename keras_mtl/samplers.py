@@ -330,7 +330,14 @@ class Annealed(Sampler):
         _checks.check_task_keys("Annealed(sizes)", self.sizes, task_names, require_all=True)
 
     def alpha(self, step):
-        """The exponent used at `step` (float32 scalar tensor)."""
+        """The exponent of the sizes at training step `step`.
+
+        Args:
+            step: Scalar integer (tensor or int), the 0-based step.
+
+        Returns:
+            float32 scalar tensor.
+        """
         step = tf.cast(step, tf.float32)
         if self.steps_per_epoch is None:
             progress = step / self.total_steps
