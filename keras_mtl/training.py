@@ -307,13 +307,14 @@ def _gradient_weighted_replica_step(model, data):
     with tf.GradientTape(persistent=True) as tape:
         terms = _terms(model, model._trained_specs, data, True)
         shares = optimizer.scale_loss(tf.stack(terms.shares))
+        task_shares = tf.unstack(shares)  # sliced under the tape, so each is differentiable
         plain = tf.reduce_sum(shares) + optimizer.scale_loss(terms.regularization)
     losses = _all_reduce_sum(tf.stop_gradient(tf.stack(terms.shares)))
     context = _context(model)
     task_count = len(terms.shares)
     if method.gradients == "representation":
         rows = [
-            tf.reshape(tape.gradient(shares[t], terms.features), [-1]) for t in range(task_count)
+            tf.reshape(tape.gradient(task_shares[t], terms.features), [-1]) for t in range(task_count)
         ]
         matrix = tf.stack(rows)
         gram = _all_reduce_sum(tf.matmul(matrix, matrix, transpose_b=True))
@@ -322,7 +323,7 @@ def _gradient_weighted_replica_step(model, data):
     else:
         rows = []
         for t in range(task_count):
-            grads = tape.gradient(shares[t], trunk)
+            grads = tape.gradient(task_shares[t], trunk)
             rows.append(tf.concat([
                 tf.reshape(g, [-1]) if g is not None else tf.zeros([v.shape.num_elements()])
                 for g, v in zip(grads, trunk)
