@@ -29,26 +29,36 @@ def _mulmod32(a, b):
     return tf.bitwise.bitwise_and(low + high, _MASK)
 
 
+def _mix_int(h):
+    """`_mix` on a Python int (for the seed, hashed once at trace time)."""
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & _MASK
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & _MASK
+    return h ^ (h >> 16)
+
+
 def uniform(seed, step, count=None):
     """Uniform floats in [0, 1), a pure function of `(seed, step, index)`.
 
     Args:
         seed: Python int in [0, 2**31).
-        step: Scalar integer tensor (e.g. the training step).
-        count: `None` for one scalar, or an int for a vector of `count`
-            independent draws.
+        step: Integer tensor: one step (scalar), or a vector of steps to
+            draw for all at once (one draw each, as if drawn one by one).
+        count: `None` for one draw per step, or an int for `count`
+            independent draws at a scalar `step`.
 
     Returns:
-        float32 scalar, or tensor of shape `[count]`.
+        float32 tensor: the shape of `step`, or `[count]`.
     """
     step = tf.bitwise.bitwise_and(tf.cast(step, tf.int64), _MASK)
-    index = tf.range(1, (count if count is not None else 1) + 1, dtype=tf.int64)
-    h = _mix(tf.bitwise.bitwise_xor(tf.constant(seed, tf.int64), 0x9E3779B9))
-    h = _mix(tf.bitwise.bitwise_and(h + _mulmod32(step, 0x9E3779B1), _MASK))
-    h = _mix(tf.bitwise.bitwise_and(h + _mulmod32(index, 0x85EBCA77), _MASK))
+    h = _mix(tf.bitwise.bitwise_and(_mix_int(seed ^ 0x9E3779B9) + _mulmod32(step, 0x9E3779B1), _MASK))
+    if count is not None:
+        # Several draws at one step: hash in the draw's index too.
+        index = tf.range(1, count + 1, dtype=tf.int64)
+        h = _mix(tf.bitwise.bitwise_and(h + _mulmod32(index, 0x85EBCA77), _MASK))
     # The top 24 bits give floats exactly representable in float32, < 1.
-    u = tf.cast(tf.bitwise.right_shift(h, 8), tf.float32) * (1.0 / (1 << 24))
-    return u if count is not None else u[0]
+    return tf.cast(tf.bitwise.right_shift(h, 8), tf.float32) * (1.0 / (1 << 24))
 
 
 def normal(seed, step, count):

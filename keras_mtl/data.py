@@ -4,38 +4,53 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mtl import _checks
+from keras_mtl import _random
 from keras_mtl import samplers as samplers_module
 
 _ARRAY_TYPES = (np.ndarray, tf.Tensor)
+# Tasks are drawn for this many batches at a time: one vectorized draw is far
+# cheaper per batch than a tf.data map call per batch.
+_CHOICE_BLOCK = 1024
 
 
 def _example(task_names):
     return "{" + ", ".join(f"{t!r}: y_{t}" for t in task_names) + "}"
 
 
-def _check_target_keys(model, keys, what):
-    unknown = [k for k in keys if k not in model.task_names]
-    if unknown:
+def check_targets(model, y, sample_weight, method="fit"):
+    """Checks that targets are a dict with labels for every trained task.
+
+    Used on arrays and dataset specs before training, and again on the
+    tensors of a batch while the step is traced.
+
+    Args:
+        model: the `MultiTaskModel`.
+        y: the targets (dict `{task: labels}` expected; values may be
+            arrays, tensors, specs or `None` for absent labels).
+        sample_weight: `None`, one array for every task, or a dict.
+        method: the method being called (`"fit"`, `"evaluate"`...), for
+            messages.
+
+    Returns:
+        None; raises `ValueError` naming the tasks at fault.
+    """
+    if not isinstance(y, dict):
         raise ValueError(
-            f"{what} name unknown task(s) {unknown}; the model's tasks are "
-            f"{list(model.task_names)}."
+            f"MultiTaskModel.{method}() needs the targets `y` as a dict keyed by "
+            f"task name, e.g. {method}(x, {_example(model.task_names)}), so each "
+            f"label array goes to the right head. Received y of type "
+            f"{type(y).__name__}."
         )
-    missing = [s.name for s in model._trained_specs if s.name not in keys]
+    _checks.check_task_keys("y", y, model.task_names)
+    missing = [s.name for s in model._trained_specs if s.name not in y]
     if missing:
         raise ValueError(
-            f"{what} have no labels for task(s) {missing}. Give them, or pass "
+            f"Targets `y` have no labels for task(s) {missing}. Give them, or pass "
             f"None for a task whose labels are all absent "
-            f"(e.g. {{..., {missing[0]!r}: None}})."
+            f"(e.g. y={{..., {missing[0]!r}: None}})."
         )
-
-
-def _not_a_dict_error(model, y, method):
-    return ValueError(
-        f"MultiTaskModel.{method}() needs the targets `y` as a dict keyed by "
-        f"task name, e.g. {method}(x, {_example(model.task_names)}), so each "
-        f"label array goes to the right head. Received y of type "
-        f"{type(y).__name__}."
-    )
+    if isinstance(sample_weight, dict):
+        _checks.check_task_keys("sample_weight", sample_weight, model.task_names)
 
 
 def _absent_labels(model, task, n):
@@ -54,16 +69,7 @@ def _check_dataset(model, dataset, method):
             f"(x, y) or (x, y, sample_weight) with y a dict keyed by task, "
             f"e.g. (x, {_example(model.task_names)}). Its element_spec is {spec}."
         )
-    if not isinstance(spec[1], dict):
-        raise _not_a_dict_error(model, spec[1], method)
-    _check_target_keys(model, spec[1], "The dataset's targets")
-    if len(spec) == 3 and isinstance(spec[2], dict):
-        unknown = [k for k in spec[2] if k not in model.task_names]
-        if unknown:
-            raise ValueError(
-                f"The dataset's sample weights name unknown task(s) {unknown}; "
-                f"the model's tasks are {list(model.task_names)}."
-            )
+    check_targets(model, spec[1], spec[2] if len(spec) == 3 else None, method)
     if dataset.cardinality() == 0:
         raise ValueError(f"The dataset given to {method}() is empty: it yields no batch.")
     return spec[0]
@@ -113,9 +119,7 @@ def _standardize_inputs(model, x, y, sample_weight, method, steps=None):
             f"MultiTaskModel.{method}() needs targets: pass y as a dict "
             f"keyed by task name, e.g. {_example(model.task_names)}."
         )
-    if not isinstance(y, dict):
-        raise _not_a_dict_error(model, y, method)
-    _check_target_keys(model, y, "Targets `y`")
+    check_targets(model, y, sample_weight, method)
     n = int(x.shape[0])
     if n == 0:
         raise ValueError(f"`x` given to {method}() has no examples.")
@@ -127,13 +131,6 @@ def _standardize_inputs(model, x, y, sample_weight, method, steps=None):
                 f"Labels for task {task!r} have {int(np.shape(labels)[0])} "
                 f"rows but x has {n}: every task's labels need one row per "
                 "example (use NaN or sample weight 0 for missing labels)."
-            )
-    if isinstance(sample_weight, dict):
-        unknown = [k for k in sample_weight if k not in model.task_names]
-        if unknown:
-            raise ValueError(
-                f"`sample_weight` names unknown task(s) {unknown}; the model's "
-                f"tasks are {list(model.task_names)}."
             )
     if absent or isinstance(sample_weight, dict):
         given = sample_weight
@@ -298,11 +295,24 @@ def interleave(datasets, sampler="uniform", seed=None):
         return fn
 
     streams = [
-        datasets[t].repeat().map(to_full_batch(t), num_parallel_calls=tf.data.AUTOTUNE)
+        datasets[t].repeat().map(tf.autograph.experimental.do_not_convert(to_full_batch(t)))
         for t in tasks
     ]
-    choices = tf.data.Dataset.counter().map(
-        lambda step: tf.cast(bound.sample(step, seed), tf.int64)
+    choices = (
+        tf.data.Dataset.counter()
+        .batch(_CHOICE_BLOCK)
+        .map(tf.autograph.experimental.do_not_convert(lambda steps: _choose(bound, seed, steps)))
+        .unbatch()
     )
     mixed = tf.data.Dataset.choose_from_datasets(streams, choices)
     return mixed.prefetch(tf.data.AUTOTUNE)
+
+
+def _choose(sampler, seed, steps):
+    """The tasks of a block of steps: `sampler.sample(step, seed)` for each."""
+    uniforms = _random.uniform(seed, steps)
+    return tf.vectorized_map(
+        lambda args: tf.cast(sampler.sample(args[0], seed, uniform=args[1]), tf.int64),
+        (steps, uniforms),
+    )
+

@@ -1,6 +1,7 @@
 """Task heads: the small per-task networks that sit on the shared trunk."""
 
 import keras
+import numpy as np
 
 from keras_mtl import _checks
 
@@ -137,3 +138,71 @@ class Head(keras.layers.Layer):
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
         )
         return config
+
+
+def head_items(heads):
+    """`heads` as a list of (name, spec) pairs, checking names."""
+    if isinstance(heads, dict):
+        items = list(heads.items())
+    elif isinstance(heads, (list, tuple)) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 for p in heads
+    ):
+        items = [tuple(p) for p in heads]
+    else:
+        raise ValueError(
+            "`heads` must be a dict {task_name: head}, where a head is an int "
+            "(a Dense layer with that many units) or a keras_mtl.Head, e.g. "
+            f"{{'y1': 20, 'y2': keras_mtl.Head(3, activation='softmax')}}. "
+            f"Received: {heads!r}."
+        )
+    if not items:
+        raise ValueError("`heads` is empty: a MultiTaskModel needs at least one task head.")
+    names = [_checks.check_task_name(n) for n, _ in items]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"Head names must be unique; {dupes} appear more than once in `heads`.")
+    return items
+
+
+def make_head(name, spec, activation=None, kernel_initializer="glorot_uniform",
+              kernel_regularizer=None):
+    """The head layer of task `name` from its specification in `heads=`.
+
+    Args:
+        name: The task name (the layer's name).
+        spec: An int (a Dense output with that many units), an unbuilt
+            `Head`, or a serialized `Head` config.
+        activation, kernel_initializer, kernel_regularizer: For an int spec.
+
+    Returns:
+        A new, unbuilt `Head` named `name`.
+    """
+    if isinstance(spec, dict) and "class_name" in spec:
+        # A head from get_config(): restore the layer unbuilt; the model
+        # builds it (and loads its weights) itself.
+        spec = keras.saving.deserialize_keras_object(
+            {k: v for k, v in spec.items() if k != "build_config"}
+        )
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        if spec <= 0:
+            raise ValueError(
+                f"Head {name!r} must have a positive number of units. Received: {spec}."
+            )
+        return Head(
+            int(spec),
+            activation=activation,
+            kernel_initializer=kernel_initializer,
+            kernel_regularizer=kernel_regularizer,
+            name=name,
+        )
+    if isinstance(spec, Head):
+        if spec.built:
+            raise ValueError(
+                f"Head {name!r} is already built. Pass an unbuilt "
+                "keras_mtl.Head; the model creates its own layer from it."
+            )
+        return Head.from_config({**spec.get_config(), "name": name})
+    raise ValueError(
+        f"Head {name!r} must be an int (number of units) or a "
+        f"keras_mtl.Head. Received: {spec!r}."
+    )

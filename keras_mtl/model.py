@@ -17,8 +17,9 @@ from keras_mtl import weighting as weighting_module
 from keras_mtl._keras_internals import MetricsList
 from keras_mtl._keras_internals import no_automatic_dependency_tracking
 from keras_mtl._keras_internals import seed_generator_states
-from keras_mtl.heads import Head
 from keras_mtl.heads import _check_activation
+from keras_mtl.heads import head_items
+from keras_mtl.heads import make_head
 
 _MODES = ("joint", "alternating")
 # Version of the saved layout (get_config / compile config). Bump it when a
@@ -65,30 +66,6 @@ def _check_trunk_units(trunk_units):
             f"shared Dense layer, e.g. [64, 64]. Received: {trunk_units!r}."
         )
     return [int(u) for u in trunk_units]
-
-
-def _head_items(heads):
-    """`heads` as a list of (name, spec) pairs, checking names."""
-    if isinstance(heads, dict):
-        items = list(heads.items())
-    elif isinstance(heads, (list, tuple)) and all(
-        isinstance(p, (list, tuple)) and len(p) == 2 for p in heads
-    ):
-        items = [tuple(p) for p in heads]
-    else:
-        raise ValueError(
-            "`heads` must be a dict {task_name: head}, where a head is an int "
-            "(a Dense layer with that many units) or a keras_mtl.Head, e.g. "
-            f"{{'y1': 20, 'y2': keras_mtl.Head(3, activation='softmax')}}. "
-            f"Received: {heads!r}."
-        )
-    if not items:
-        raise ValueError("`heads` is empty: a MultiTaskModel needs at least one task head.")
-    names = [_checks.check_task_name(n) for n, _ in items]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"Head names must be unique; {dupes} appear more than once in `heads`.")
-    return items
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -178,7 +155,14 @@ class MultiTaskModel(keras.Model):
             if self.trunk_dropout:
                 trunk_layers.append(keras.layers.Dropout(self.trunk_dropout, name=f"dropout_{i}"))
         self.trunk = keras.Sequential(trunk_layers, name="trunk")
-        self.heads = {name: self._make_head(name, spec) for name, spec in _head_items(heads)}
+        self.heads = {
+            name: make_head(
+                name, spec, activation=self.head_activation,
+                kernel_initializer=self.kernel_initializer,
+                kernel_regularizer=self.kernel_regularizer,
+            )
+            for name, spec in head_items(heads)
+        }
         # Counts training steps; the alternating task is a pure function of
         # (seed, step_counter), so saving it lets a restored run continue
         # the same task sequence. Replicated; updated in cross-replica context.
@@ -194,37 +178,6 @@ class MultiTaskModel(keras.Model):
         self._task_optimizers = {}
         self._weighting = None
         self._training_ready = False
-
-    def _make_head(self, name, spec):
-        if isinstance(spec, dict) and "class_name" in spec:
-            # A head from get_config(): restore the layer unbuilt; the model
-            # builds it (and loads its weights) itself.
-            spec = keras.saving.deserialize_keras_object(
-                {k: v for k, v in spec.items() if k != "build_config"}
-            )
-        if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
-            if spec <= 0:
-                raise ValueError(
-                    f"Head {name!r} must have a positive number of units. Received: {spec}."
-                )
-            return Head(
-                int(spec),
-                activation=self.head_activation,
-                kernel_initializer=self.kernel_initializer,
-                kernel_regularizer=self.kernel_regularizer,
-                name=name,
-            )
-        if isinstance(spec, Head):
-            if spec.built:
-                raise ValueError(
-                    f"Head {name!r} is already built. Pass an unbuilt "
-                    "keras_mtl.Head; the model creates its own layer from it."
-                )
-            return Head.from_config({**spec.get_config(), "name": name})
-        raise ValueError(
-            f"Head {name!r} must be an int (number of units) or a "
-            f"keras_mtl.Head. Received: {spec!r}."
-        )
 
     # ------------------------------------------------------------------
     # Architecture
@@ -568,7 +521,7 @@ class MultiTaskModel(keras.Model):
         if alternating:
             bound_sampler = samplers_module.get(sampler if sampler is not None else "uniform")
             bound_sampler = bound_sampler.bind(trained)
-        own_optimizers = self._resolve_task_optimizers(task_optimizers, optimizer, specs)
+        own_optimizers = training.resolve_task_optimizers(task_optimizers, optimizer, specs)
         seed = _checks.resolve_seed(seed)
 
         super().compile(optimizer=optimizer, **kwargs)
@@ -598,44 +551,6 @@ class MultiTaskModel(keras.Model):
         self._training_ready = False
         if self.built:
             training.build_optimizers(self)
-
-    def _resolve_task_optimizers(self, task_optimizers, shared, specs):
-        if task_optimizers is None:
-            return {}
-        trained = [s.name for s in specs if s.trained]
-        _checks.check_task_keys("task_optimizers", task_optimizers, self.task_names)
-        untrained = [t for t in task_optimizers if t not in trained]
-        if untrained:
-            raise ValueError(
-                f"`task_optimizers` names task(s) {untrained} whose loss is None, "
-                "so they are never trained. Remove them or give them a loss."
-            )
-        resolved = {}
-        for task, value in task_optimizers.items():
-            if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
-                base = keras.optimizers.get(shared)
-                cfg = dict(base.get_config(), learning_rate=value)
-                cfg.pop("name", None)
-                resolved[task] = type(base).from_config(cfg)
-            else:
-                try:
-                    resolved[task] = keras.optimizers.get(value)
-                except (ValueError, TypeError):
-                    raise ValueError(
-                        f"`task_optimizers[{task!r}]` must be an optimizer name "
-                        "such as 'adam', a keras.optimizers.Optimizer or a "
-                        f"learning-rate schedule. Received: {value!r}."
-                    ) from None
-        instances = list(resolved.values())
-        if isinstance(shared, keras.optimizers.Optimizer):
-            instances.append(shared)
-        if len({id(o) for o in instances}) != len(instances):
-            raise ValueError(
-                "Each task in `task_optimizers` needs its own optimizer instance "
-                "(and none may be the shared `optimizer`): a shared instance "
-                "would mix the tasks' optimizer states."
-            )
-        return resolved
 
     def get_compile_config(self):
         if not self.compiled or self._task_specs is None:

@@ -103,7 +103,7 @@ class Sampler:
             f"{type(self).__name__} must implement `probabilities(step)`."
         )
 
-    def sample(self, step, seed, available=None):
+    def sample(self, step, seed, available=None, uniform=None):
         """Draws the task for `step`, a pure function of `(seed, step)`.
 
         Probabilities are renormalized over the `available` tasks. If every
@@ -117,6 +117,9 @@ class Sampler:
             available: Optional bool tensor `[num_tasks]`, which tasks may
                 be drawn (for example, the tasks whose labels are present
                 in the batch). Defaults to all tasks.
+            uniform: Optional float32 scalar, the draw
+                `keras_mtl._random.uniform(seed, step)` if already computed
+                (the training loop draws a whole execution's at once).
 
         Returns:
             Scalar int32 tensor in `[0, num_tasks]`.
@@ -130,7 +133,7 @@ class Sampler:
         p = tf.where(tf.reduce_sum(p) > 0, p, avail)
         total = tf.reduce_sum(p)
         cumulative = tf.math.cumsum(p) / tf.maximum(total, 1e-30)
-        u = _random.uniform(seed, step)
+        u = _random.uniform(seed, step) if uniform is None else uniform
         above = cumulative > u
         first_above = tf.cast(tf.argmax(tf.cast(above, tf.int32)), tf.int32)
         # Rounding can leave the last cumulative value just below u: fall

@@ -37,6 +37,9 @@ import warnings
 import keras
 import tensorflow as tf
 
+from keras_mtl import _checks
+from keras_mtl import _random
+from keras_mtl import data as data_module
 from keras_mtl import tasks
 from keras_mtl import weighting as weighting_module
 
@@ -46,38 +49,6 @@ _TF_ITERATORS = (tf.data.Iterator, tf.distribute.DistributedIterator)
 def unpack(data):
     """Splits a batch into `(x, y, sample_weight)`."""
     return keras.utils.unpack_x_y_sample_weight(data)
-
-
-def check_targets(model, y, sample_weight):
-    """Checks, while the step is traced, that `y` is a dict of known tasks."""
-    names = model.task_names
-    if not isinstance(y, dict):
-        example = ", ".join(f"{t!r}: y_{t}" for t in names)
-        raise ValueError(
-            "MultiTaskModel needs its targets `y` as a dict keyed by task "
-            f"name, e.g. model.fit(x, {{{example}}}), so each label array "
-            f"goes to the right head. Received y of type {type(y).__name__}."
-        )
-    unknown = [k for k in y if k not in names]
-    if unknown:
-        raise ValueError(
-            f"Targets `y` name unknown task(s) {unknown}; the model's tasks "
-            f"are {list(names)}."
-        )
-    missing = [s.name for s in model._trained_specs if s.name not in y]
-    if missing:
-        raise ValueError(
-            f"Targets `y` have no labels for task(s) {missing}. Give them, "
-            f"or pass None for a task whose labels are all absent "
-            f"(e.g. y={{..., {missing[0]!r}: None}})."
-        )
-    if isinstance(sample_weight, dict):
-        unknown = [k for k in sample_weight if k not in names]
-        if unknown:
-            raise ValueError(
-                f"`sample_weight` names unknown task(s) {unknown}; the "
-                f"model's tasks are {list(names)}."
-            )
 
 
 def _task_sample_weight(sample_weight, task):
@@ -97,16 +68,16 @@ def _batch_size(x):
     return tf.cast(tf.shape(x)[0], tf.float32)
 
 
-def _label_counts(model, data):
-    """Replica fn: present-label count of every trained task, and the batch
-    size, summed over replicas (shape `[num_trained + 1]`)."""
+def _available_tasks(model, data):
+    """Replica fn: which trained tasks have a label in the batch on ANY
+    replica (a float 0/1 vector, summed over replicas then compared)."""
     x, y, sample_weight = unpack(data)
-    check_targets(model, y, sample_weight)
-    counts = []
-    for spec in model._trained_specs:
-        _, weights = tasks.label_mask(y[spec.name], _task_sample_weight(sample_weight, spec.name))
-        counts.append(tasks.present_count(weights))
-    return _all_reduce_sum(tf.stack(counts + [_batch_size(x)]))
+    data_module.check_targets(model, y, sample_weight)
+    present = [
+        tasks.has_labels(y[s.name], _task_sample_weight(sample_weight, s.name))
+        for s in model._trained_specs
+    ]
+    return _all_reduce_sum(tf.cast(tf.stack(present), tf.float32))
 
 
 def task_variables(model, spec):
@@ -127,6 +98,51 @@ def joint_variables(model):
     if model._weighting is not None:
         variables += model._weighting.trainable_variables
     return variables
+
+
+def resolve_task_optimizers(task_optimizers, shared, specs):
+    """`compile(task_optimizers=...)` as `{task: optimizer instance}`.
+
+    Names and instances go through `keras.optimizers.get`; a learning-rate
+    schedule makes a copy of the shared optimizer with that schedule. Every
+    task must have its own instance, distinct from the shared one.
+    """
+    if task_optimizers is None:
+        return {}
+    trained = [s.name for s in specs if s.trained]
+    _checks.check_task_keys("task_optimizers", task_optimizers, [s.name for s in specs])
+    untrained = [t for t in task_optimizers if t not in trained]
+    if untrained:
+        raise ValueError(
+            f"`task_optimizers` names task(s) {untrained} whose loss is None, "
+            "so they are never trained. Remove them or give them a loss."
+        )
+    resolved = {}
+    for task, value in task_optimizers.items():
+        if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
+            base = keras.optimizers.get(shared)
+            cfg = dict(base.get_config(), learning_rate=value)
+            cfg.pop("name", None)
+            resolved[task] = type(base).from_config(cfg)
+        else:
+            try:
+                resolved[task] = keras.optimizers.get(value)
+            except (ValueError, TypeError):
+                raise ValueError(
+                    f"`task_optimizers[{task!r}]` must be an optimizer name "
+                    "such as 'adam', a keras.optimizers.Optimizer or a "
+                    f"learning-rate schedule. Received: {value!r}."
+                ) from None
+    instances = list(resolved.values())
+    if isinstance(shared, keras.optimizers.Optimizer):
+        instances.append(shared)
+    if len({id(o) for o in instances}) != len(instances):
+        raise ValueError(
+            "Each task in `task_optimizers` needs its own optimizer instance "
+            "(and none may be the shared `optimizer`): a shared instance "
+            "would mix the tasks' optimizer states."
+        )
+    return resolved
 
 
 def build_optimizers(model):
@@ -187,24 +203,19 @@ _Terms = collections.namedtuple(
 )
 
 
-def _terms(model, specs, data, training, global_counts=None):
+def _terms(model, specs, data, training):
     x, y, sample_weight = unpack(data)
-    check_targets(model, y, sample_weight)
+    data_module.check_targets(model, y, sample_weight)
     features = model.trunk(x, training=training)
     batches = [
         _Batch(s, y, _task_sample_weight(sample_weight, s.name), s.head(features, training=training))
         for s in specs
     ]
     trained = [b for b in batches if b.spec.trained]
-    if global_counts is None:
-        local = tf.stack([b.count for b in trained] + [_batch_size(x)])
-        global_counts = _all_reduce_sum(local)
-        positions = range(len(trained))
-    else:
-        positions = [b.spec.index for b in trained]
+    global_counts = _all_reduce_sum(tf.stack([b.count for b in trained] + [_batch_size(x)]))
     shares = [
-        b.spec.weight * b.loss_sum / tf.maximum(global_counts[pos], 1.0)
-        for b, pos in zip(trained, positions)
+        b.spec.weight * b.loss_sum / tf.maximum(global_counts[i], 1.0)
+        for i, b in enumerate(trained)
     ]
     penalties = model.trunk.losses + [p for s in specs for p in s.head.losses]
     regularization = (
@@ -241,14 +252,14 @@ def _record(model, loss, terms, x, weights=None):
             spec.weight_tracker.update_state(w * spec.weight)
 
 
-def _alternating_replica_step(model, spec, data, global_counts):
+def _alternating_replica_step(model, spec, data):
     """Replica fn: one update of task `spec` (trunk + its head only)."""
     optimizer = model._optimizer_for(spec.name)
     variables = task_variables(model, spec)
     method = model._weighting
     weight = None
     with tf.GradientTape() as tape:
-        terms = _terms(model, [spec], data, True, global_counts)
+        terms = _terms(model, [spec], data, True)
         share = terms.shares[0]
         if method is None:
             loss = share + terms.regularization
@@ -314,7 +325,8 @@ def _gradient_weighted_replica_step(model, data):
     task_count = len(terms.shares)
     if method.gradients == "representation":
         rows = [
-            tf.reshape(tape.gradient(task_shares[t], terms.features), [-1]) for t in range(task_count)
+            tf.reshape(tape.gradient(task_shares[t], terms.features), [-1])
+            for t in range(task_count)
         ]
         matrix = tf.stack(rows)
         gram = _all_reduce_sum(tf.matmul(matrix, matrix, transpose_b=True))
@@ -353,25 +365,27 @@ def _unflatten(vector, variables):
     return out
 
 
-def _alternating_step(model, data):
-    """Cross-replica: choose this step's task, then run its update."""
+def _alternating_step(model, data, uniform=None):
+    """Cross-replica: choose this step's task, then run its update.
+
+    `uniform` is this step's random draw if the loop drew it in advance.
+    """
     strategy = model.distribute_strategy
-    counts = strategy.run(functools.partial(_label_counts, model), args=(data,))
-    counts = strategy.experimental_local_results(counts)[0]
-    available = counts[:-1] > 0
-    task = model._sampler.sample(model.step_counter, model._seed, available)
+    present = strategy.run(functools.partial(_available_tasks, model), args=(data,))
+    available = strategy.experimental_local_results(present)[0] > 0
+    task = model._sampler.sample(model.step_counter, model._seed, available, uniform)
 
     def branch(spec):
         step = functools.partial(_alternating_replica_step, model, spec)
-        return lambda: strategy.run(step, args=(data, counts))
+        return lambda: strategy.run(step, args=(data,))
 
     # The last branch is "no task has labels in this batch": no update.
     tf.switch_case(task, [branch(s) for s in model._trained_specs] + [lambda: None])
     model.step_counter.assign_add(1)
 
 
-def _joint_step(model, data):
-    """Cross-replica: one joint update."""
+def _joint_step(model, data, uniform=None):
+    """Cross-replica: one joint update (`uniform` is unused)."""
     model.distribute_strategy.run(functools.partial(_joint_replica_step, model), args=(data,))
     model.step_counter.assign_add(1)
 
@@ -392,7 +406,8 @@ def make_train_function(model):
     Runs `steps_per_execution` steps per call inside one `tf.function`,
     raising `StopIteration` when the iterator is exhausted before any step.
     """
-    step = _alternating_step if model.mode == "alternating" else _joint_step
+    alternating = model.mode == "alternating"
+    step = _alternating_step if alternating else _joint_step
     one_step = tf.autograph.experimental.do_not_convert(functools.partial(step, model))
     spe = model.steps_per_execution
     if model.jit_compile and model._distribute_strategy is not None:
@@ -417,16 +432,26 @@ def make_train_function(model):
             one_step(iterator.get_next())
             return tf.constant(1), model._training_logs()
 
+        # The task draws of the whole execution at once: one vectorized hash
+        # instead of one per step (the same numbers, see _random.uniform).
+        uniforms = (
+            _random.uniform(model._seed, model.step_counter + tf.range(spe, dtype=tf.int64))
+            if alternating
+            else tf.zeros([spe])
+        )
+
         def body(done, optional):
-            stepped = tf.cond(optional.has_value(), lambda: run(optional), lambda: tf.constant(0))
+            stepped = tf.cond(
+                optional.has_value(), lambda: run(optional, done), lambda: tf.constant(0)
+            )
             done = done + stepped
             following = tf.cond(
                 done < spe, iterator.get_next_as_optional, lambda: optional
             )
             return done, following
 
-        def run(optional):
-            one_step(optional.get_value())
+        def run(optional, done):
+            one_step(optional.get_value(), uniforms[done])
             return tf.constant(1)
 
         done, _ = tf.while_loop(

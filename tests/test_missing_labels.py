@@ -146,10 +146,11 @@ def test_task_loss_ignores_batches_without_its_labels(mode):
     x, y = _data(n=32)
     y = _with_nan_rows(y, np.arange(16, 32))  # second half of the epoch lacks 'reg'
     model = _model()
-    model.compile(optimizer=keras.optimizers.SGD(0.0), mode=mode, seed=0, **COMPILE)
+    # Alternating: 'reg' whenever it has labels (the first two steps), else 'cls'.
+    sampler = {"sampler": {"reg": 1.0, "cls": 0.0}} if mode == "alternating" else {}
+    model.compile(optimizer=keras.optimizers.SGD(0.0), mode=mode, seed=0, **sampler, **COMPILE)
     history = model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0).history
     first_half = model.evaluate(x[:16], {k: v[:16] for k, v in y.items()}, return_dict=True, verbose=0)
-    if mode == "joint":
-        np.testing.assert_allclose(history["reg_loss"][0], first_half["reg_loss"], rtol=1e-5)
-    else:
-        assert history["reg_loss"][0] > 0
+    np.testing.assert_allclose(history["reg_loss"][0], first_half["reg_loss"], rtol=1e-5)
+    if mode == "alternating":
+        assert history["reg_updates"] == [2.0] and history["cls_updates"] == [2.0]
