@@ -33,6 +33,17 @@ def check_targets(model, y, sample_weight, method="fit"):
 
     Returns:
         None; raises `ValueError` naming the tasks at fault.
+
+    Example:
+
+    >>> import keras_mtl
+    >>> model = keras_mtl.MultiTaskModel([4], {"a": 1, "b": 1})
+    >>> model.compile(loss="mse")
+    >>> keras_mtl.data.check_targets(model, {"a": [0.0], "b": None}, None)
+    >>> keras_mtl.data.check_targets(model, {"a": [0.0]}, None)
+    Traceback (most recent call last):
+    ...
+    ValueError: Targets `y` have no labels for task(s) ['b']. Give them, or pass None for a task whose labels are all absent (e.g. y={..., 'b': None}).
     """
     if not isinstance(y, dict):
         raise ValueError(

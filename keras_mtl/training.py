@@ -197,9 +197,10 @@ class _Batch:
 #     single-device gradient of the task's mean loss;
 #   regularization: the trunk's and these heads' penalties, divided by the
 #     number of replicas for the same reason;
-#   batches, global_batch: for metrics and logs; features: the trunk output.
+#   batches, global_batch: for metrics and logs; features: the trunk output;
+#   counts: each trained task's present labels on all replicas.
 _Terms = collections.namedtuple(
-    "_Terms", ["shares", "regularization", "batches", "global_batch", "features"]
+    "_Terms", ["shares", "regularization", "batches", "global_batch", "features", "counts"]
 )
 
 
@@ -223,20 +224,37 @@ def _terms(model, specs, data, training):
         if penalties
         else tf.constant(0.0)
     )
-    return _Terms(shares, regularization, batches, global_counts[-1], features)
+    return _Terms(
+        shares, regularization, batches, global_counts[-1], features, global_counts[:-1]
+    )
 
 
 def _replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
-def _context(model):
+def _context(model, counts=None):
     return weighting_module.Context(
         step=tf.convert_to_tensor(model.step_counter),
         seed=model._seed,
         # Keras resets the metrics at the start of every epoch.
         epoch_start=tf.equal(model._loss_tracker.count, 0.0),
+        present=None if counts is None else counts > 0,
     )
+
+
+def _restore_state_unless(condition, method):
+    """Reads the method's state now; the returned function puts it back
+    unless `condition` holds (a `tf.where`, not a `tf.cond`: an assign in a
+    replica-context cond would break under MirroredStrategy)."""
+    state = list(method.non_trainable_variables)
+    saved = [tf.identity(v) for v in state]
+
+    def restore():
+        for variable, old in zip(state, saved):
+            variable.assign(tf.where(condition, variable, old))
+
+    return restore
 
 
 def _record(model, loss, terms, x, weights=None):
@@ -265,7 +283,7 @@ def _alternating_replica_step(model, spec, data):
             loss = share + terms.regularization
         else:
             task_loss = _all_reduce_sum(tf.stop_gradient(share))
-            weight, extra = method.task_weight(spec.index, task_loss, _context(model))
+            weight, extra = method.single_task_weight(spec.index, task_loss, _context(model))
             loss = weight * share + terms.regularization + extra / _replicas()
         scaled = optimizer.scale_loss(loss)
     optimizer.apply(tape.gradient(scaled, variables), variables)
@@ -287,18 +305,25 @@ def _joint_replica_step(model, data):
         if method is None:
             loss = tf.reduce_sum(shares) + terms.regularization
         else:
+            # A step where some task has no label uses the static sum and
+            # leaves the method's state as it was (see weighting.Context).
+            all_present = tf.reduce_all(terms.counts > 0)
+            restore = _restore_state_unless(all_present, method)
             losses = _all_reduce_sum(tf.stop_gradient(shares))
-            context = _context(model)
-            weights, extra = method.weights(losses, context)
+            context = _context(model, terms.counts)
+            weights, extra = method.loss_weights(losses, context)
+            weights = tf.where(all_present, weights, tf.ones_like(weights))
             loss = tf.reduce_sum(weights * shares) + terms.regularization
             if extra is not None:
-                loss += extra / _replicas()
+                loss += tf.where(all_present, extra, 0.0) / _replicas()
         scaled = optimizer.scale_loss(loss)
     optimizer.apply(tape.gradient(scaled, variables), variables)
-    if method is not None and method.needs_losses_after_update:
-        # The same batch's losses after the update (e.g. FAMO), no dropout.
-        after = _terms(model, model._trained_specs, data, False)
-        method.after_update(losses, _all_reduce_sum(tf.stack(after.shares)), context)
+    if method is not None:
+        if method.needs_losses_after_update:
+            # The same batch's losses after the update (e.g. FAMO), no dropout.
+            after = _terms(model, model._trained_specs, data, False)
+            method.after_update(losses, _all_reduce_sum(tf.stack(after.shares)), context)
+        restore()
     _record(model, loss, terms, unpack(data)[0], weights)
 
 
@@ -321,7 +346,9 @@ def _gradient_weighted_replica_step(model, data):
         task_shares = tf.unstack(shares)  # sliced under the tape, so each is differentiable
         plain = tf.reduce_sum(shares) + optimizer.scale_loss(terms.regularization)
     losses = _all_reduce_sum(tf.stop_gradient(tf.stack(terms.shares)))
-    context = _context(model)
+    context = _context(model, terms.counts)
+    all_present = tf.reduce_all(terms.counts > 0)  # else: plain sum, state kept
+    restore = _restore_state_unless(all_present, method)
     task_count = len(terms.shares)
     if method.gradients == "representation":
         rows = [
@@ -330,7 +357,7 @@ def _gradient_weighted_replica_step(model, data):
         ]
         matrix = tf.stack(rows)
         gram = _all_reduce_sum(tf.matmul(matrix, matrix, transpose_b=True))
-        coefficients = tf.stop_gradient(method.coefficients(gram, losses, context))
+        coefficients = _fallback(all_present, method.coefficients(gram, losses, context))
         trunk_grads = tape.gradient(shares, trunk, output_gradients=coefficients)
     else:
         rows = []
@@ -342,7 +369,7 @@ def _gradient_weighted_replica_step(model, data):
             ], 0))
         matrix = _all_reduce_sum(tf.stack(rows))
         gram = tf.matmul(matrix, matrix, transpose_b=True)
-        coefficients = tf.stop_gradient(method.coefficients(gram, losses, context))
+        coefficients = _fallback(all_present, method.coefficients(gram, losses, context))
         # Every replica holds the same global combination; the optimizer
         # sums gradients over replicas, so each contributes 1/R of it.
         combined = tf.linalg.matvec(matrix, coefficients, transpose_a=True) / _replicas()
@@ -352,8 +379,15 @@ def _gradient_weighted_replica_step(model, data):
     head_grads = tape.gradient(plain, heads)
     del tape
     optimizer.apply(trunk_grads + head_grads, trunk + heads)
+    restore()
     loss = tf.reduce_sum(tf.stack(terms.shares)) + terms.regularization
     _record(model, loss, terms, unpack(data)[0], coefficients)
+
+
+def _fallback(all_present, coefficients):
+    """The method's coefficients, or 1s (the plain sum) if a task lacks labels."""
+    coefficients = tf.stop_gradient(coefficients)
+    return tf.where(all_present, coefficients, tf.ones_like(coefficients))
 
 
 def _unflatten(vector, variables):

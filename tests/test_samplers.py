@@ -157,7 +157,7 @@ def test_bind_returns_a_copy():
     b = s.bind(["p", "q", "r"])
     assert a.task_names == ("x", "y") and b.num_tasks == 3
     with pytest.raises(ValueError, match="not bound"):
-        s.task_names
+        _ = s.task_names
 
 
 @keras.saving.register_keras_serializable(package="tests")

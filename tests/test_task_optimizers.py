@@ -4,7 +4,6 @@ import keras
 import numpy as np
 import pytest
 
-import keras_mtl
 from helpers import regression_data, seed_model
 
 
