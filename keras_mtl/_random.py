@@ -44,19 +44,19 @@ def uniform(seed, step, count=None):
     Args:
         seed: Python int in [0, 2**31).
         step: Integer tensor: one step (scalar), or a vector of steps to
-            draw for all at once (one draw each, as if drawn one by one).
+            draw for all at once (the same numbers as one by one).
         count: `None` for one draw per step, or an int for `count`
-            independent draws at a scalar `step`.
+            independent draws per step.
 
     Returns:
-        float32 tensor: the shape of `step`, or `[count]`.
+        float32 tensor of shape `step.shape`, or `step.shape + [count]`.
     """
     step = tf.bitwise.bitwise_and(tf.cast(step, tf.int64), _MASK)
     h = _mix(tf.bitwise.bitwise_and(_mix_int(seed ^ 0x9E3779B9) + _mulmod32(step, 0x9E3779B1), _MASK))
     if count is not None:
-        # Several draws at one step: hash in the draw's index too.
+        # Several draws per step: hash in the draw's index too.
         index = tf.range(1, count + 1, dtype=tf.int64)
-        h = _mix(tf.bitwise.bitwise_and(h + _mulmod32(index, 0x85EBCA77), _MASK))
+        h = _mix(tf.bitwise.bitwise_and(h[..., None] + _mulmod32(index, 0x85EBCA77), _MASK))
     # The top 24 bits give floats exactly representable in float32, < 1.
     return tf.cast(tf.bitwise.right_shift(h, 8), tf.float32) * (1.0 / (1 << 24))
 

@@ -321,9 +321,9 @@ def interleave(datasets, sampler="uniform", seed=None):
 
 def _choose(sampler, seed, steps):
     """The tasks of a block of steps: `sampler.sample(step, seed)` for each."""
-    uniforms = _random.uniform(seed, steps)
+    uniforms = _random.uniform(seed, steps, sampler.num_tasks)
     return tf.vectorized_map(
-        lambda args: tf.cast(sampler.sample(args[0], seed, uniform=args[1]), tf.int64),
+        lambda args: tf.cast(sampler.sample(args[0], seed, uniforms=args[1]), tf.int64),
         (steps, uniforms),
     )
 

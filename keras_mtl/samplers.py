@@ -103,7 +103,7 @@ class Sampler:
             f"{type(self).__name__} must implement `probabilities(step)`."
         )
 
-    def sample(self, step, seed, available=None, uniform=None):
+    def sample(self, step, seed, available=None, uniforms=None):
         """Draws the task for `step`, a pure function of `(seed, step)`.
 
         Probabilities are renormalized over the `available` tasks. If every
@@ -111,36 +111,54 @@ class Sampler:
         available tasks; if none is available, the result is `num_tasks`
         (meaning "no task").
 
+        The draw is an exponential race: task t gets the key
+        `E_t / p_t` with `E_t ~ Exp(1)` hashed from `(seed, step, t)`, and
+        the available task with the smallest key wins, which picks t with
+        probability `p_t / sum of the available p` exactly. The keys do not
+        depend on the batch, so the training step computes them ahead and
+        only the cheap "smallest available key" waits for the labels.
+
         Args:
             step: Scalar integer tensor, the 0-based training step.
             seed: Python int in [0, 2**31), the run's seed.
             available: Optional bool tensor `[num_tasks]`, which tasks may
                 be drawn (for example, the tasks whose labels are present
                 in the batch). Defaults to all tasks.
-            uniform: Optional float32 scalar, the draw
-                `keras_mtl._random.uniform(seed, step)` if already computed
-                (the training loop draws a whole execution's at once).
+            uniforms: Optional float32 `[num_tasks]`, the draws
+                `keras_mtl._random.uniform(seed, step, num_tasks)` if
+                already computed (the training loop draws a whole
+                execution's at once).
 
         Returns:
             Scalar int32 tensor in `[0, num_tasks]`.
         """
+        keys = self.race_keys(step, seed, uniforms)
+        if available is None:
+            return tf.cast(tf.argmin(keys), tf.int32)
+        available = tf.reshape(tf.cast(available, tf.bool), [self.num_tasks])
+        task = tf.cast(tf.argmin(tf.where(available, keys, float("inf"))), tf.int32)
+        return tf.where(tf.reduce_any(available), task, self.num_tasks)
+
+    def race_keys(self, step, seed, uniforms=None):
+        """The exponential-race keys of `sample` (float32 `[num_tasks]`).
+
+        Tasks with probability 0 get keys above every other task's, in a
+        random order, so they win only when no task with probability is
+        available.
+
+        Args:
+            step: Scalar integer tensor, the 0-based training step.
+            seed: Python int, the run's seed.
+            uniforms: Optional precomputed `_random.uniform(seed, step, n)`.
+
+        Returns:
+            float32 tensor `[num_tasks]`.
+        """
         n = self.num_tasks
         p = tf.reshape(tf.cast(self.probabilities(step), tf.float32), [n])
-        if available is None:
-            available = tf.ones([n], tf.bool)
-        avail = tf.cast(available, tf.float32)
-        p = p * avail
-        p = tf.where(tf.reduce_sum(p) > 0, p, avail)
-        total = tf.reduce_sum(p)
-        cumulative = tf.math.cumsum(p) / tf.maximum(total, 1e-30)
-        u = _random.uniform(seed, step) if uniform is None else uniform
-        above = cumulative > u
-        first_above = tf.cast(tf.argmax(tf.cast(above, tf.int32)), tf.int32)
-        # Rounding can leave the last cumulative value just below u: fall
-        # back to the last task that has probability mass.
-        last_positive = n - 1 - tf.cast(tf.argmax(tf.cast(tf.reverse(p > 0, [0]), tf.int32)), tf.int32)
-        task = tf.where(tf.reduce_any(above), first_above, last_positive)
-        return tf.where(total > 0, task, n)
+        u = _random.uniform(seed, step, n) if uniforms is None else uniforms
+        exponential = -tf.math.log1p(-u)  # u < 1, so finite
+        return tf.where(p > 0, exponential / tf.maximum(p, 1e-30), 1e30 * (1.0 + exponential))
 
     def get_config(self):
         """Returns the constructor arguments as a JSON-serializable dict."""

@@ -362,30 +362,34 @@ def check_label_shape(spec, y_true, y_pred):
 
 
 def label_mask(y_true, sample_weight):
-    """Splits a task's labels into clean labels and per-example weights.
+    """Splits a task's labels into clean labels, weights and a present count.
 
     Args:
         y_true: the task's labels, `(batch, ...)`.
         sample_weight: `None` or per-example weights `(batch,)`/`(batch, 1)`.
 
     Returns:
-        `(y_clean, weights)`: labels with NaN replaced by 0, and float32
-        weights of shape `(batch,)` that are 0 where the label is missing.
+        `(y_clean, weights, count)`: labels with NaN replaced by 0; float32
+        weights `(batch,)` that are 0 where the label is missing, or `None`
+        when every label is present with weight 1 (integer labels without
+        sample weights: the cheap, common case); and the number of present
+        labels (float32 scalar).
     """
-    batch = tf.shape(y_true)[0]
-    if sample_weight is None:
-        weights = tf.ones([batch], tf.float32)
-    else:
-        weights = tf.reshape(tf.cast(sample_weight, tf.float32), [batch])
+    row_nan = None
     if y_true.dtype.is_floating:
         nan = tf.math.is_nan(y_true)
-        if y_true.shape.rank and y_true.shape.rank > 1:
-            row_nan = tf.reduce_any(tf.reshape(nan, [batch, -1]), axis=1)
-        else:
-            row_nan = tf.reshape(nan, [batch])
+        rank = y_true.shape.rank
+        row_nan = tf.reduce_any(nan, axis=list(range(1, rank))) if rank and rank > 1 else nan
+        y_true = tf.where(nan, tf.zeros((), y_true.dtype), y_true)
+    if sample_weight is None:
+        if row_nan is None:
+            return y_true, None, tf.cast(tf.shape(y_true)[0], tf.float32)
+        weights = 1.0 - tf.cast(row_nan, tf.float32)
+        return y_true, weights, tf.reduce_sum(weights)
+    weights = tf.reshape(tf.cast(sample_weight, tf.float32), [tf.shape(y_true)[0]])
+    if row_nan is not None:
         weights = tf.where(row_nan, 0.0, weights)
-        y_true = tf.where(nan, tf.zeros_like(y_true), y_true)
-    return y_true, weights
+    return y_true, weights, tf.reduce_sum(tf.cast(weights > 0, tf.float32))
 
 
 def has_labels(y_true, sample_weight):
@@ -393,20 +397,19 @@ def has_labels(y_true, sample_weight):
 
     A cheaper test than `label_mask`, for choosing the alternating task.
     """
-    batch = tf.shape(y_true)[0]
+    # Few ops in sequence: this runs before the task can be chosen.
+    rank = y_true.shape.rank
     if y_true.dtype.is_floating:
-        row_nan = tf.reduce_any(tf.reshape(tf.math.is_nan(y_true), [batch, -1]), axis=1)
-        present = tf.logical_not(row_nan)
+        nan = tf.math.is_nan(y_true)
+        row_missing = tf.reduce_any(nan, axis=list(range(1, rank))) if rank and rank > 1 else nan
     else:
-        present = tf.ones([batch], tf.bool)
+        row_missing = None
     if sample_weight is not None:
-        present = tf.logical_and(present, tf.reshape(sample_weight, [batch]) > 0)
-    return tf.reduce_any(present)
-
-
-def present_count(weights):
-    """Number of examples whose label is present."""
-    return tf.reduce_sum(tf.cast(weights > 0, tf.float32))
+        no_weight = tf.reshape(sample_weight, [-1]) <= 0
+        row_missing = no_weight if row_missing is None else tf.logical_or(row_missing, no_weight)
+    if row_missing is None:
+        return tf.shape(y_true)[0] > 0
+    return tf.logical_not(tf.reduce_all(row_missing))
 
 
 def weighted_loss_sum(spec, y_clean, y_pred, weights):
@@ -421,6 +424,8 @@ def weighted_loss_sum(spec, y_clean, y_pred, weights):
         )
     if rank is not None and rank > 1:
         values = tf.reduce_mean(values, axis=list(range(1, rank)))
+    if weights is None:
+        return tf.reduce_sum(values)
     # Weights are 0 exactly where labels are missing; labels were cleaned of
     # NaN, so `values` is finite there and 0 * value adds nothing.
     return tf.reduce_sum(values * weights)
@@ -428,6 +433,8 @@ def weighted_loss_sum(spec, y_clean, y_pred, weights):
 
 def update_metrics(spec, y_clean, y_pred, weights):
     """Updates a task's compiled metrics, ignoring missing labels."""
-    present = tf.cast(weights > 0, tf.float32)
+    if not spec.metrics:
+        return
+    present = None if weights is None else tf.cast(weights > 0, tf.float32)
     for metric, weighted in spec.metrics:
         metric.update_state(y_clean, y_pred, sample_weight=weights if weighted else present)

@@ -69,15 +69,17 @@ def _batch_size(x):
 
 
 def _available_tasks(model, data):
-    """Replica fn: which trained tasks have a label in the batch on ANY
-    replica (a float 0/1 vector, summed over replicas then compared)."""
+    """Which trained tasks have a label in the batch (bool `[T]`); in a
+    replica fn, on ANY replica (summed over replicas, then compared)."""
     x, y, sample_weight = unpack(data)
     data_module.check_targets(model, y, sample_weight)
-    present = [
+    present = tf.stack([
         tasks.has_labels(y[s.name], _task_sample_weight(sample_weight, s.name))
         for s in model._trained_specs
-    ]
-    return _all_reduce_sum(tf.cast(tf.stack(present), tf.float32))
+    ])
+    if _replicas() == 1:
+        return present
+    return _all_reduce_sum(tf.cast(present, tf.float32)) > 0
 
 
 def task_variables(model, spec):
@@ -182,8 +184,7 @@ class _Batch:
         tasks.check_label_shape(spec, y_true, y_pred)
         self.spec = spec
         self.y_pred = y_pred
-        self.y_clean, self.weights = tasks.label_mask(y_true, sample_weight)
-        self.count = tasks.present_count(self.weights)
+        self.y_clean, self.weights, self.count = tasks.label_mask(y_true, sample_weight)
         self.loss_sum = (
             tasks.weighted_loss_sum(spec, self.y_clean, y_pred, self.weights)
             if spec.trained
@@ -197,10 +198,12 @@ class _Batch:
 #     single-device gradient of the task's mean loss;
 #   regularization: the trunk's and these heads' penalties, divided by the
 #     number of replicas for the same reason;
-#   batches, global_batch: for metrics and logs; features: the trunk output;
-#   counts: each trained task's present labels on all replicas.
+#   batches, batch, global_batch: for metrics and logs (batch sizes on this
+#   replica and on all); features: the trunk output; counts: each trained
+#   task's present labels on all replicas.
 _Terms = collections.namedtuple(
-    "_Terms", ["shares", "regularization", "batches", "global_batch", "features", "counts"]
+    "_Terms",
+    ["shares", "regularization", "batches", "batch", "global_batch", "features", "counts"],
 )
 
 
@@ -213,20 +216,23 @@ def _terms(model, specs, data, training):
         for s in specs
     ]
     trained = [b for b in batches if b.spec.trained]
-    global_counts = _all_reduce_sum(tf.stack([b.count for b in trained] + [_batch_size(x)]))
-    shares = [
-        b.spec.weight * b.loss_sum / tf.maximum(global_counts[i], 1.0)
-        for i, b in enumerate(trained)
-    ]
+    batch = _batch_size(x)
+    if _replicas() > 1:
+        totals = tf.unstack(_all_reduce_sum(tf.stack([b.count for b in trained] + [batch])))
+    else:
+        totals = [b.count for b in trained] + [batch]  # no stacking: fewer ops per step
+    shares = []
+    for b, count in zip(trained, totals):
+        share = b.loss_sum / tf.maximum(count, 1.0)
+        shares.append(share if b.spec.weight == 1.0 else b.spec.weight * share)
     penalties = model.trunk.losses + [p for s in specs for p in s.head.losses]
     regularization = (
         tf.add_n([tf.cast(p, tf.float32) for p in penalties]) / _replicas()
         if penalties
         else tf.constant(0.0)
     )
-    return _Terms(
-        shares, regularization, batches, global_counts[-1], features, global_counts[:-1]
-    )
+    counts = tf.stack(totals[:-1]) if model._weighting is not None else None
+    return _Terms(shares, regularization, batches, batch, totals[-1], features, counts)
 
 
 def _replicas():
@@ -257,9 +263,9 @@ def _restore_state_unless(condition, method):
     return restore
 
 
-def _record(model, loss, terms, x, weights=None):
+def _record(model, loss, terms, weights=None):
     """Updates the loss trackers, metrics and logged task weights."""
-    model._loss_tracker.update_state(loss * terms.global_batch, _batch_size(x))
+    model._loss_tracker.update_state(loss * terms.global_batch, terms.batch)
     for b in terms.batches:
         if b.spec.trained:
             b.spec.loss_tracker.update_state(b.loss_sum, b.count)
@@ -287,7 +293,7 @@ def _alternating_replica_step(model, spec, data):
             loss = weight * share + terms.regularization + extra / _replicas()
         scaled = optimizer.scale_loss(loss)
     optimizer.apply(tape.gradient(scaled, variables), variables)
-    _record(model, loss, terms, unpack(data)[0], weight)
+    _record(model, loss, terms, weight)
     spec.update_counter.update_state()
 
 
@@ -324,7 +330,7 @@ def _joint_replica_step(model, data):
             after = _terms(model, model._trained_specs, data, False)
             method.after_update(losses, _all_reduce_sum(tf.stack(after.shares)), context)
         restore()
-    _record(model, loss, terms, unpack(data)[0], weights)
+    _record(model, loss, terms, weights)
 
 
 def _gradient_weighted_replica_step(model, data):
@@ -381,7 +387,7 @@ def _gradient_weighted_replica_step(model, data):
     optimizer.apply(trunk_grads + head_grads, trunk + heads)
     restore()
     loss = tf.reduce_sum(tf.stack(terms.shares)) + terms.regularization
-    _record(model, loss, terms, unpack(data)[0], coefficients)
+    _record(model, loss, terms, coefficients)
 
 
 def _fallback(all_present, coefficients):
@@ -399,15 +405,20 @@ def _unflatten(vector, variables):
     return out
 
 
-def _alternating_step(model, data, uniform=None):
+def _alternating_step(model, data, uniforms=None):
     """Cross-replica: choose this step's task, then run its update.
 
-    `uniform` is this step's random draw if the loop drew it in advance.
+    `uniforms` are this step's random draws if the loop drew them ahead.
     """
     strategy = model.distribute_strategy
-    present = strategy.run(functools.partial(_available_tasks, model), args=(data,))
-    available = strategy.experimental_local_results(present)[0] > 0
-    task = model._sampler.sample(model.step_counter, model._seed, available, uniform)
+    if model._distribute_strategy is None:
+        # One device: no replicas to sum over, and strategy.run's wrapping
+        # would lengthen the chain of ops that the task choice waits for.
+        available = _available_tasks(model, data)
+    else:
+        present = strategy.run(functools.partial(_available_tasks, model), args=(data,))
+        available = strategy.experimental_local_results(present)[0]
+    task = model._sampler.sample(model.step_counter, model._seed, available, uniforms)
 
     def branch(spec):
         step = functools.partial(_alternating_replica_step, model, spec)
@@ -418,8 +429,8 @@ def _alternating_step(model, data, uniform=None):
     model.step_counter.assign_add(1)
 
 
-def _joint_step(model, data, uniform=None):
-    """Cross-replica: one joint update (`uniform` is unused)."""
+def _joint_step(model, data, uniforms=None):
+    """Cross-replica: one joint update (`uniforms` is unused)."""
     model.distribute_strategy.run(functools.partial(_joint_replica_step, model), args=(data,))
     model.step_counter.assign_add(1)
 
@@ -431,7 +442,7 @@ def evaluation_step(model, data):
     """
     terms = _terms(model, model._evaluated_specs(unpack(data)[1]), data, False)
     loss = tf.add_n(terms.shares) + terms.regularization
-    _record(model, loss, terms, unpack(data)[0])
+    _record(model, loss, terms)
 
 
 def make_train_function(model):
@@ -468,10 +479,13 @@ def make_train_function(model):
 
         # The task draws of the whole execution at once: one vectorized hash
         # instead of one per step (the same numbers, see _random.uniform).
+        tasks_count = len(model._trained_specs)
         uniforms = (
-            _random.uniform(model._seed, model.step_counter + tf.range(spe, dtype=tf.int64))
+            _random.uniform(
+                model._seed, model.step_counter + tf.range(spe, dtype=tf.int64), tasks_count
+            )
             if alternating
-            else tf.zeros([spe])
+            else tf.zeros([spe, tasks_count])
         )
 
         def body(done, optional):
