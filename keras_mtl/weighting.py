@@ -28,6 +28,7 @@ import collections
 import keras
 import tensorflow as tf
 
+from keras_mtl import _checks
 from keras_mtl import _random
 from keras_mtl import _solvers
 
@@ -448,10 +449,7 @@ class FAMO(LossWeighting):
 
     def __init__(self, gamma=0.01, learning_rate=0.025, **kwargs):
         super().__init__(**kwargs)
-        gamma = float(gamma)
-        if not 0.0 <= gamma < float("inf"):
-            raise ValueError(f"`gamma` must be a non-negative number. Received: gamma={gamma!r}.")
-        self.gamma = gamma
+        self.gamma = _checks.check_non_negative_finite("gamma", gamma)
         self.learning_rate = _positive("learning_rate", learning_rate)
 
     def build(self, num_tasks):
@@ -574,10 +572,7 @@ class CAGrad(GradientWeighting):
 
     def __init__(self, c=0.5, rescale=True, iterations=100, **kwargs):
         super().__init__(**kwargs)
-        c = float(c)
-        if not 0.0 <= c < float("inf"):
-            raise ValueError(f"`c` must be a non-negative number. Received: c={c!r}.")
-        self.c = c
+        self.c = _checks.check_non_negative_finite("c", c)
         self.rescale = bool(rescale)
         self.iterations = _positive_int("iterations", iterations)
 
@@ -660,10 +655,7 @@ class GradNorm(GradientWeighting):
 
     def __init__(self, alpha=1.5, learning_rate=0.025, **kwargs):
         super().__init__(**kwargs)
-        alpha = float(alpha)
-        if not 0.0 <= alpha < float("inf"):
-            raise ValueError(f"`alpha` must be a non-negative number. Received: alpha={alpha!r}.")
-        self.alpha = alpha
+        self.alpha = _checks.check_non_negative_finite("alpha", alpha)
         self.learning_rate = _positive("learning_rate", learning_rate)
 
     def build(self, num_tasks):
