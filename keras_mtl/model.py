@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mtl import _checks
+from keras_mtl import _execution
 from keras_mtl import _io
 from keras_mtl import data as data_module
 from keras_mtl import export as export_module
@@ -134,6 +135,8 @@ class MultiTaskModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # The strategy whose scope created the model (None: one device).
+        self._mtl_strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
         self.trunk_units = _check_trunk_units(trunk_units)
         self.trunk_activation = _check_activation("trunk_activation", trunk_activation)
         self.head_activation = _check_activation("head_activation", head_activation)
@@ -541,7 +544,7 @@ class MultiTaskModel(keras.Model):
             for spec in self._trained_specs:
                 spec.weight_tracker = tasks_module.WeightTracker(name=f"{spec.name}_weight")
         self._task_optimizers = own_optimizers
-        self._loss_tracker = tasks_module.LossTracker(name="loss")
+        self._mtl_loss_tracker = tasks_module.LossTracker(name="loss")
         self._task_metrics = _TaskMetrics(
             [m for s in specs for m in s.all_metrics()], name="task_metrics"
         )
@@ -584,7 +587,10 @@ class MultiTaskModel(keras.Model):
     def metrics(self):
         if not self.compiled or self._task_specs is None:
             return super().metrics
-        return [self._loss_tracker, self._task_metrics]
+        # Metrics a subclass tracks itself (Keras's `self._metrics` and the
+        # layers' metrics), without Keras's own unused "loss" tracker.
+        own = [m for m in super().metrics if m.name != "loss"]
+        return [self._mtl_loss_tracker, self._task_metrics] + own
 
     def _training_only_metrics(self):
         if self._task_specs is None:
@@ -663,29 +669,50 @@ class MultiTaskModel(keras.Model):
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
             return self.train_function
-        self.train_function = training.make_train_function(self)
+        self.train_function = _execution.make_train_function(self)
         return self.train_function
 
     def train_step(self, data):
         """Runs one training step (joint or alternating) on a batch.
 
-        `fit()` calls the same step through its own compiled loop; this
-        method exists so that `train_step` means what users expect.
-        The step runs in cross-replica context (it calls
-        `strategy.run` itself), unlike Keras's default `train_step`.
+        `fit()`, `train_on_batch()` and every execution of
+        `steps_per_execution` steps call this method, so a subclass can
+        override it as in Keras's guide "Customizing what happens in fit()":
+        call `super().train_step(data)` and post-process its logs, update
+        metrics of its own, or write a whole step. Unlike Keras's default, it
+        runs in cross-replica context: under a `tf.distribute` strategy it
+        chooses the task and calls `strategy.run` itself, so work you add
+        per replica goes through `self.distribute_strategy.run` (on one
+        device nothing changes). See `keras_mtl/training.py`.
 
         Args:
-            data: A batch `(x, y)` or `(x, y, sample_weight)`.
+            data: A batch `(x, y)` or `(x, y, sample_weight)`, with `y` a
+                dict `{task: labels}`.
 
         Returns:
-            Dict of the model's metric results.
+            Dict of logs: the model's metric results (`loss`,
+            `<task>_loss`, `<task>_<metric>`, `<task>_updates`...), which
+            `fit()` passes to the callbacks.
+
+        Example:
+
+        >>> import keras, numpy as np, keras_mtl
+        >>> class CountingModel(keras_mtl.MultiTaskModel):
+        ...     def __init__(self, *args, **kwargs):
+        ...         super().__init__(*args, **kwargs)
+        ...         self.examples_seen = keras.metrics.Sum(name="examples_seen")
+        ...     def train_step(self, data):
+        ...         logs = super().train_step(data)
+        ...         self.examples_seen.update_state(keras.ops.shape(data[0])[0])
+        ...         return {**logs, "examples_seen": self.examples_seen.result()}
+        >>> model = CountingModel([8], {"a": 1, "b": 1})
+        >>> model.compile(optimizer="sgd", loss="mse")
+        >>> x = np.random.rand(32, 3).astype("float32")
+        >>> history = model.fit(x, {"a": x.sum(1), "b": x[:, 0]}, batch_size=8, verbose=0)
+        >>> history.history["examples_seen"]
+        [32.0]
         """
-        self._prepare_training(data)
-        if self.mode == "alternating":
-            training._alternating_step(self, data)
-        else:
-            training._joint_step(self, data)
-        return self._training_logs()
+        return training.train_step(self, data)
 
     def test_step(self, data):
         training.evaluation_step(self, data)

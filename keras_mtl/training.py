@@ -1,9 +1,23 @@
-"""The training steps: joint and alternating updates, and the loop running them.
+"""The training steps: joint and alternating updates.
 
 Read top to bottom, an alternating step is the tutorial's loop: pick the
 task, compute its loss, take gradients of the trunk and its head, apply
 them with that task's optimizer. A joint step computes every task's loss,
 sums them with their weights and applies one update to everything.
+
+`train_step` is the entry point, as in Keras
+--------------------------------------------
+`fit()` runs `model.train_step(data)` for every step (through
+`keras_mtl/_execution.py`, which runs `steps_per_execution` of them in one
+compiled call), so a subclass that overrides `train_step`, with or without
+`super().train_step(data)`, changes what `fit()` does, as Keras's guide
+"Customizing what happens in fit()" describes. One difference from Keras:
+`MultiTaskModel.train_step` runs in *cross-replica* context. On one device
+that changes nothing. Under a `tf.distribute` strategy, `train_step` chooses
+the task and calls `strategy.run` itself for that task's update (below), so
+code a subclass adds around `super().train_step(data)` also runs in
+cross-replica context: per-replica work goes through
+`self.distribute_strategy.run`.
 
 Why the task is chosen outside the replica function
 ---------------------------------------------------
@@ -18,10 +32,10 @@ shape of Keras's own `LossScaleOptimizer._tf_apply`. The branch index is a
 pure function of the seed, the step counter (a replicated model variable)
 and the all-reduced label counts, so every replica and every worker takes
 the same branch. Keras's default train function calls `train_step` inside
-`strategy.run`, which leaves no room for that, so `MultiTaskModel` builds
-its own train function here; it keeps Keras's contract (an iterator in,
-logs out, `steps_per_execution` steps per call, `StopIteration` at the end
-of the data) and returns the logs once per call instead of once per step.
+`strategy.run`, which leaves no room for that, so `MultiTaskModel` has its
+own train function (`keras_mtl/_execution.py`); it keeps Keras's contract
+(an iterator in, the last step's logs out, `steps_per_execution` steps per
+call, `StopIteration` at the end of the data).
 
 Every optimizer is built on its variables before the first step is traced
 (and inside the strategy's scope), because a Keras optimizer refuses
@@ -30,9 +44,8 @@ distributed step is traced fails (keras-team/keras#23085).
 """
 
 import collections
+import contextlib
 import functools
-import itertools
-import warnings
 
 import keras
 import tensorflow as tf
@@ -43,7 +56,52 @@ from keras_mtl import data as data_module
 from keras_mtl import tasks
 from keras_mtl import weighting as weighting_module
 
-_TF_ITERATORS = (tf.data.Iterator, tf.distribute.DistributedIterator)
+# The alternating task draws of the step being traced, when the loop that
+# runs it drew a whole execution's at once (see `precomputed_draws`).
+_DRAWS = []
+
+
+@contextlib.contextmanager
+def precomputed_draws(uniforms):
+    """Hands this step's task draws to the `train_step` traced inside it.
+
+    `keras_mtl._execution` draws the tasks of a whole execution in one
+    vectorized op; `train_step(data)` keeps Keras's signature, so the draws
+    reach the alternating step through this trace-time context instead.
+
+    Args:
+        uniforms: float32 `[num_tasks]`, `_random.uniform(seed, step, T)` for
+            the step about to run, or `None` to draw inside the step.
+
+    Returns:
+        A context manager.
+    """
+    _DRAWS.append(uniforms)
+    try:
+        yield
+    finally:
+        _DRAWS.pop()
+
+
+def train_step(model, data):
+    """One training step of `model` on `data`, in cross-replica context.
+
+    What `MultiTaskModel.train_step` runs: the joint or alternating update,
+    then the logs.
+
+    Args:
+        model: A compiled `MultiTaskModel`.
+        data: A batch `(x, y)` or `(x, y, sample_weight)`.
+
+    Returns:
+        Dict of logs (metric results).
+    """
+    model._prepare_training(data)
+    if model.mode == "alternating":
+        _alternating_step(model, data)
+    else:
+        _joint_step(model, data)
+    return model._training_logs()
 
 
 def unpack(data):
@@ -152,7 +210,7 @@ def build_optimizers(model):
 
     Call before the first training step is traced (see module docstring).
     """
-    strategy = model._distribute_strategy
+    strategy = model._mtl_strategy
     optimizers = dict(model._task_optimizers)
     if model.optimizer is not None:
         optimizers["the shared `optimizer`"] = model.optimizer
@@ -244,7 +302,7 @@ def _context(model, counts=None):
         step=tf.convert_to_tensor(model.step_counter),
         seed=model._seed,
         # Keras resets the metrics at the start of every epoch.
-        epoch_start=tf.equal(model._loss_tracker.count, 0.0),
+        epoch_start=tf.equal(model._mtl_loss_tracker.count, 0.0),
         present=None if counts is None else counts > 0,
     )
 
@@ -265,7 +323,7 @@ def _restore_state_unless(condition, method):
 
 def _record(model, loss, terms, weights=None):
     """Updates the loss trackers, metrics and logged task weights."""
-    model._loss_tracker.update_state(loss * terms.global_batch, terms.batch)
+    model._mtl_loss_tracker.update_state(loss * terms.global_batch, terms.batch)
     for b in terms.batches:
         if b.spec.trained:
             b.spec.loss_tracker.update_state(b.loss_sum, b.count)
@@ -405,13 +463,11 @@ def _unflatten(vector, variables):
     return out
 
 
-def _alternating_step(model, data, uniforms=None):
-    """Cross-replica: choose this step's task, then run its update.
-
-    `uniforms` are this step's random draws if the loop drew them ahead.
-    """
+def _alternating_step(model, data):
+    """Cross-replica: choose this step's task, then run its update."""
     strategy = model.distribute_strategy
-    if model._distribute_strategy is None:
+    uniforms = _DRAWS[-1] if _DRAWS else None
+    if model._mtl_strategy is None:
         # One device: no replicas to sum over, and strategy.run's wrapping
         # would lengthen the chain of ops that the task choice waits for.
         available = _available_tasks(model, data)
@@ -433,8 +489,8 @@ def _alternating_step(model, data, uniforms=None):
     model.step_counter.assign_add(1)
 
 
-def _joint_step(model, data, uniforms=None):
-    """Cross-replica: one joint update (`uniforms` is unused)."""
+def _joint_step(model, data):
+    """Cross-replica: one joint update of every trained task."""
     model.distribute_strategy.run(functools.partial(_joint_replica_step, model), args=(data,))
     model.step_counter.assign_add(1)
 
@@ -447,86 +503,3 @@ def evaluation_step(model, data):
     terms = _terms(model, model._evaluated_specs(unpack(data)[1]), data, False)
     loss = tf.add_n(terms.shares) + terms.regularization
     _record(model, loss, terms)
-
-
-def make_train_function(model):
-    """Builds `model.train_function(iterator) -> logs` for `fit()`.
-
-    Runs `steps_per_execution` steps per call inside one `tf.function`,
-    raising `StopIteration` when the iterator is exhausted before any step.
-    """
-    alternating = model.mode == "alternating"
-    step = _alternating_step if alternating else _joint_step
-    one_step = tf.autograph.experimental.do_not_convert(functools.partial(step, model))
-    spe = model.steps_per_execution
-    if model.jit_compile and model._distribute_strategy is not None:
-        warnings.warn(
-            "jit_compile=True is not applied under a tf.distribute strategy: "
-            "keras_mtl runs the distributed step without XLA (as Keras does "
-            "by default under strategies).",
-            stacklevel=3,
-        )
-    if not model.run_eagerly and model._distribute_strategy is None:
-        # On one device the step is its own (optionally XLA-compiled)
-        # function. Under a strategy it is traced inline into the loop: a
-        # nested tf.function calling strategy.run inside the loop's tf.cond
-        # fails to run with MirroredStrategy ("You must feed a value for
-        # placeholder tensor", the bug behind keras-team/keras#19246), and
-        # Keras disables XLA under strategies anyway.
-        one_step = tf.function(one_step, jit_compile=bool(model.jit_compile), reduce_retracing=True)
-
-    @tf.autograph.experimental.do_not_convert
-    def run_steps(iterator):
-        if spe == 1:
-            one_step(iterator.get_next())
-            return tf.constant(1), model._training_logs()
-
-        # The task draws of the whole execution at once: one vectorized hash
-        # instead of one per step (the same numbers, see _random.uniform).
-        tasks_count = len(model._trained_specs)
-        uniforms = (
-            _random.uniform(
-                model._seed, model.step_counter + tf.range(spe, dtype=tf.int64), tasks_count
-            )
-            if alternating
-            else tf.zeros([spe, tasks_count])
-        )
-
-        def body(done, optional):
-            stepped = tf.cond(
-                optional.has_value(), lambda: run(optional, done), lambda: tf.constant(0)
-            )
-            done = done + stepped
-            following = tf.cond(
-                done < spe, iterator.get_next_as_optional, lambda: optional
-            )
-            return done, following
-
-        def run(optional, done):
-            one_step(optional.get_value(), uniforms[done])
-            return tf.constant(1)
-
-        done, _ = tf.while_loop(
-            lambda done, optional: tf.logical_and(optional.has_value(), done < spe),
-            body,
-            [tf.constant(0), iterator.get_next_as_optional()],
-        )
-        return done, model._training_logs()
-
-    if not model.run_eagerly:
-        run_steps = tf.function(run_steps)
-
-    def train_function(iterator):
-        if isinstance(iterator, _TF_ITERATORS):
-            model._prepare_training(iterator.element_spec)
-            done, logs = run_steps(iterator)
-            if spe > 1 and int(done) == 0:
-                raise StopIteration
-            return logs
-        # A Python iterable of batches (e.g. from train_on_batch).
-        for data in itertools.islice(iterator, spe):
-            model._prepare_training(data)
-            one_step(data)
-        return model._training_logs()
-
-    return train_function

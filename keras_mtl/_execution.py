@@ -1,0 +1,156 @@
+"""How `fit()` runs `train_step`: the train function of a `MultiTaskModel`.
+
+Keras's `fit()` calls `model.train_function(iterator)` once per execution and
+expects the logs of the execution's last step back; `StopIteration` (or
+`OutOfRangeError`) ends the epoch. Keras's own train function calls
+`train_step` inside `strategy.run`, where an alternating step cannot branch
+around its optimizer update (see `keras_mtl/training.py`). This module builds
+the same contract around `model.train_step` called in cross-replica context:
+
+* each step calls `model.train_step(data)` (looked up on the model, so a
+  subclass's override runs), and the execution returns what the last step
+  returned;
+* `steps_per_execution` steps run in one `tf.function`, in a `tf.while_loop`
+  that stops early at the end of the data;
+* on one device each step is its own `tf.function` (with XLA when
+  `jit_compile=True`); under a strategy it is traced inline (a nested
+  `tf.function` calling `strategy.run` inside the loop's `tf.cond` fails to
+  run under MirroredStrategy, keras-team/keras#19246);
+* the alternating task draws of a whole execution are computed at once (one
+  vectorized hash instead of one per step) and handed to the steps through
+  `training.precomputed_draws`.
+"""
+
+import itertools
+
+import tensorflow as tf
+
+from keras_mtl import _random
+from keras_mtl import training
+
+_TF_ITERATORS = (tf.data.Iterator, tf.distribute.DistributedIterator)
+
+
+def _as_tensors(logs):
+    return tf.nest.map_structure(tf.convert_to_tensor, logs)
+
+
+def _spec_of(value):
+    """A `TensorSpec` with an unknown batch size for one leaf of a batch."""
+    if value is None:
+        return None
+    if isinstance(value, tf.TypeSpec):
+        return value
+    tensor = tf.convert_to_tensor(value)
+    shape = tensor.shape
+    if shape.rank:
+        shape = tf.TensorShape([None]).concatenate(shape[1:])
+    return tf.TensorSpec(shape, tensor.dtype)
+
+
+def make_train_function(model):
+    """Builds `model.train_function(iterator) -> logs` for `fit()`.
+
+    Args:
+        model: A compiled `MultiTaskModel`.
+
+    Returns:
+        A function taking a `tf.data`/distributed iterator (or a Python
+        iterable of batches, as `train_on_batch` passes) and returning the
+        logs of the last step it ran; it raises `StopIteration` when the
+        iterator has no batch left.
+    """
+    spe = model.steps_per_execution
+    alternating = model.mode == "alternating"
+    task_count = len(model._trained_specs)
+    one_device = model._mtl_strategy is None
+
+    def step(data, draws=None):
+        with training.precomputed_draws(draws):
+            return _as_tensors(model.train_step(data))
+
+    step = tf.autograph.experimental.do_not_convert(step)
+    compiled_step = step
+    if not model.run_eagerly and one_device:
+        # No `reduce_retracing`: a relaxed trace would hide label shapes (and
+        # ranks) that differ from one fit() to the next. Batches of arrays
+        # are traced with an unknown batch size instead (see below).
+        compiled_step = tf.function(step, jit_compile=bool(model.jit_compile))
+
+    def draws_for(count):
+        if not alternating:
+            return None
+        steps = model.step_counter + tf.range(count, dtype=tf.int64)
+        return _random.uniform(model._seed, steps, task_count)
+
+    def output_spec(element_spec):
+        """The structure of `train_step`'s logs, from a trace of the step."""
+        draws = tf.TensorSpec([task_count], tf.float32) if alternating else None
+        traced = compiled_step if compiled_step is not step else tf.function(step)
+        outputs = traced.get_concrete_function(element_spec, draws).structured_outputs
+        return tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), outputs)
+
+    @tf.autograph.experimental.do_not_convert
+    def run_steps(iterator):
+        if spe == 1:
+            return tf.constant(1), compiled_step(iterator.get_next())
+        draws = draws_for(spe)
+
+        def run(optional, done):
+            return compiled_step(optional.get_value(), None if draws is None else draws[done])
+
+        if model.run_eagerly:
+            done, logs = 0, None
+            for _ in range(spe):
+                optional = iterator.get_next_as_optional()
+                if not optional.has_value():
+                    break
+                logs = run(optional, done)
+                done += 1
+            return tf.constant(done), logs
+
+        spec = output_spec(iterator.element_spec)
+        empty = tf.nest.map_structure(
+            lambda s: tf.zeros([d or 0 for d in s.shape], s.dtype), spec
+        )
+
+        def body(done, optional, logs):
+            logs = tf.cond(optional.has_value(), lambda: run(optional, done), lambda: logs)
+            done = done + tf.cast(optional.has_value(), tf.int32)
+            following = tf.cond(done < spe, iterator.get_next_as_optional, lambda: optional)
+            return done, following, logs
+
+        done, _, logs = tf.while_loop(
+            lambda done, optional, logs: tf.logical_and(optional.has_value(), done < spe),
+            body,
+            [tf.constant(0), iterator.get_next_as_optional(), empty],
+            shape_invariants=[
+                tf.TensorShape([]), None, tf.nest.map_structure(lambda s: s.shape, spec),
+            ],
+        )
+        return done, logs
+
+    if not model.run_eagerly:
+        run_steps = tf.function(run_steps)
+
+    def train_function(iterator):
+        if isinstance(iterator, _TF_ITERATORS):
+            model._prepare_training(iterator.element_spec)
+            done, logs = run_steps(iterator)
+            if spe > 1 and int(done) == 0:
+                raise StopIteration
+            return logs
+        # A Python iterable of batches (e.g. from train_on_batch): trace the
+        # step once per batch structure, with an unknown batch size, so a
+        # last smaller batch does not trace it again.
+        logs = None
+        for data in itertools.islice(iterator, spe):
+            model._prepare_training(data)
+            if compiled_step is not step:
+                compiled_step.get_concrete_function(tf.nest.map_structure(_spec_of, data), None)
+            logs = compiled_step(data)
+        if logs is None:
+            raise StopIteration
+        return logs
+
+    return train_function
