@@ -26,3 +26,12 @@ def seed_generator_states(layer):
     for sublayer in layer._flatten_layers(include_self=True):
         states += [g.state for g in getattr(sublayer, "_seed_generators", [])]
     return states
+
+
+def optimizer_strategy(optimizer):
+    """The `tf.distribute` strategy in whose scope `optimizer` was created.
+
+    Keras's TensorFlow optimizer records it as `_distribution_strategy`
+    (its variables are created in it); no public attribute says it.
+    """
+    return getattr(optimizer, "_distribution_strategy", None)

@@ -11,6 +11,7 @@ from keras_mtl import _execution
 from keras_mtl import _io
 from keras_mtl import data as data_module
 from keras_mtl import export as export_module
+from keras_mtl import optimizers as optimizers_module
 from keras_mtl import samplers as samplers_module
 from keras_mtl import tasks as tasks_module
 from keras_mtl import training
@@ -178,7 +179,7 @@ class MultiTaskModel(keras.Model):
             aggregation="only_first_replica",
         )
         self._task_specs = None
-        self._task_optimizers = {}
+        self._mtl_optimizers = None
         self._weighting = None
         self._training_ready = False
 
@@ -208,7 +209,7 @@ class MultiTaskModel(keras.Model):
         if self.compiled and self._task_specs is not None:
             # Optimizer state must exist before anything loads it (e.g.
             # BackupAndRestore at the start of fit(), or load_weights).
-            training.build_optimizers(self)
+            optimizers_module.build_optimizers(self)
 
     def _build_for(self, input_shape):
         """Builds the model for inputs of `input_shape` (any batch size)."""
@@ -325,25 +326,33 @@ class MultiTaskModel(keras.Model):
     def save_own_variables(self, store):
         # Besides the step counter, save the dropout generators' state, which
         # Keras leaves out, so a resumed run draws the same dropout masks.
-        super().save_own_variables(store)
+        vars(self).pop("_task_optimizers", None)  # see load_own_variables
+        store["0"] = self.step_counter.numpy()
         for i, state in enumerate(seed_generator_states(self)):
             store[f"rng_{i}"] = state
 
     def load_own_variables(self, store):
-        own = self._trainable_variables + self._non_trainable_variables
         keys = set(store.keys())
         saved_own = {k for k in keys if not k.startswith("rng_")}
-        if len(saved_own) != len(own):
+        if saved_own != {"0"}:
             raise ValueError(
                 f"The saved MultiTaskModel state has {len(saved_own)} model-level "
-                f"variables, but this model has {len(own)}: the file was written by "
-                "a different model or keras_mtl version."
+                "variables, but this model has 1 (its step counter): the file was "
+                "written by a different model or keras_mtl version."
             )
-        for i, variable in enumerate(own):
-            variable.assign(store[f"{i}"])
+        self.step_counter.assign(store["0"])
         for i, state in enumerate(seed_generator_states(self)):
             if f"rng_{i}" in keys:
                 state.assign(store[f"rng_{i}"])
+        has_path = getattr(store, "has_path", None)
+        if self._mtl_optimizers is not None and has_path and has_path("_task_optimizers"):
+            # keras_mtl 0.1.0 saved the per-task optimizers under this
+            # attribute, by position in compile's `task_optimizers` dict.
+            # Keras loads the model's children after this method, so the
+            # attribute, present for this load only, lets it read them.
+            own = self._mtl_optimizers.own
+            legacy = {t: own[t] for t in self._mtl_optimizers.given_order}
+            object.__setattr__(self, "_task_optimizers", legacy)
 
     @classmethod
     def from_config(cls, config):
@@ -524,16 +533,31 @@ class MultiTaskModel(keras.Model):
         if alternating:
             bound_sampler = samplers_module.get(sampler if sampler is not None else "uniform")
             bound_sampler = bound_sampler.bind(trained)
-        own_optimizers = training.resolve_task_optimizers(task_optimizers, optimizer, specs)
+        own_optimizers = optimizers_module.resolve_task_optimizers(task_optimizers, optimizer, specs)
+        if alternating:
+            optimizers_module.check_alternating_features(
+                keras.optimizers.get(optimizer), own_optimizers, trained
+            )
         seed = _checks.resolve_seed(seed)
 
         super().compile(optimizer=optimizer, **kwargs)
+        shared = self.optimizer
         if alternating and all(t in own_optimizers for t in trained):
-            self.optimizer = None  # every task has its own; nothing is shared
+            shared = None  # every task has its own; nothing is shared
         if kwargs.get("auto_scale_loss", True) and self.dtype_policy.name == "mixed_float16":
             own_optimizers = {
                 t: keras.optimizers.LossScaleOptimizer(o) for t, o in own_optimizers.items()
             }
+        self._mtl_optimizers = optimizers_module.OptimizerState(
+            shared, own_optimizers, trained, given_order=list(task_optimizers or {})
+        )
+        if own_optimizers:
+            # What Keras (callbacks, saving, fit's finalize) sees as the optimizer.
+            self.optimizer = optimizers_module.TaskOptimizers(shared, own_optimizers)
+            self.optimizer.set_builder(
+                lambda: optimizers_module.build_optimizers(self),
+                lambda optimizer: optimizers_module.variables_of(self, optimizer),
+            )
         self.mode = mode
         self._seed = int(seed)
         self._sampler = bound_sampler
@@ -543,7 +567,6 @@ class MultiTaskModel(keras.Model):
         if method is not None:
             for spec in self._trained_specs:
                 spec.weight_tracker = tasks_module.WeightTracker(name=f"{spec.name}_weight")
-        self._task_optimizers = own_optimizers
         self._mtl_loss_tracker = tasks_module.LossTracker(name="loss")
         self._task_metrics = _TaskMetrics(
             [m for s in specs for m in s.all_metrics()], name="task_metrics"
@@ -553,7 +576,7 @@ class MultiTaskModel(keras.Model):
         self._mtl_compile_config = config
         self._training_ready = False
         if self.built:
-            training.build_optimizers(self)
+            optimizers_module.build_optimizers(self)
 
     def get_compile_config(self):
         if not self.compiled or self._task_specs is None:
@@ -580,8 +603,13 @@ class MultiTaskModel(keras.Model):
                 return spec
         raise KeyError(task)
 
-    def _optimizer_for(self, task):
-        return self._task_optimizers.get(task, self.optimizer)
+    @property
+    def task_optimizers(self):
+        """Read-only dict `{task: optimizer}` of the tasks compiled with their
+        own optimizer (`compile(task_optimizers=...)`); empty otherwise."""
+        if self._mtl_optimizers is None:
+            return {}
+        return self._mtl_optimizers.own
 
     @property
     def metrics(self):
@@ -654,7 +682,7 @@ class MultiTaskModel(keras.Model):
         if not self.built:
             x = data_or_spec[0] if isinstance(data_or_spec, (tuple, list)) else data_or_spec
             self._build_for(x.shape)
-        training.build_optimizers(self)
+        optimizers_module.build_optimizers(self)
         self._training_ready = True
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -789,17 +817,33 @@ class MultiTaskModel(keras.Model):
             validation_data = self._standardize(
                 *_split_validation(validation_data), "validation_data", validation_steps
             )
-        history = super().fit(
+        keeper = self._untrained_heads_keeper()
+        if keeper is not None:
+            callbacks = _with_callback(callbacks, keeper)
+        return super().fit(
             x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
-            validation_split=validation_split, validation_data=validation_data, shuffle=shuffle,
-            sample_weight=sample_weight, initial_epoch=initial_epoch,
+            validation_split=validation_split, validation_data=validation_data,
+            shuffle=shuffle, sample_weight=sample_weight, initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
             validation_batch_size=validation_batch_size, validation_freq=validation_freq,
         )
-        if epochs > initial_epoch:
-            for task, optimizer in self._task_optimizers.items():
-                optimizer.finalize_variable_values(training.task_variables(self, self._spec(task)))
-        return history
+
+    def _untrained_heads_keeper(self):
+        """A callback that puts untrained heads back after an EMA optimizer.
+
+        The shared optimizer is built on every trainable variable (so that
+        Keras's `finalize_variable_values`, pairing by position, writes each
+        trained variable's own average), which includes heads whose loss is
+        None. With `use_ema=True` it replaces them by their moving average
+        of a constant (every `ema_overwrite_frequency` steps and at the end
+        of fit()), which float rounding makes differ in the last bits;
+        untrained heads must not change at all. `None` when not needed.
+        """
+        shared = self._mtl_optimizers.shared
+        untrained = [s.head for s in self._task_specs if not s.trained]
+        if shared is None or not optimizers_module.uses_ema(shared) or not untrained:
+            return None
+        return _KeepVariables([v for head in untrained for v in head.trainable_variables])
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
                  steps=None, callbacks=None, return_dict=False, **kwargs):
@@ -834,6 +878,30 @@ class MultiTaskModel(keras.Model):
             x, y, batch_size=batch_size, verbose=verbose, sample_weight=sample_weight,
             steps=steps, callbacks=callbacks, return_dict=return_dict, **kwargs,
         )
+
+
+class _KeepVariables(keras.callbacks.Callback):
+    """Restores `variables` at the end of fit() to their values at its start
+    (after other callbacks, such as BackupAndRestore, set them)."""
+
+    def __init__(self, variables):
+        super().__init__()
+        self._variables = variables
+        self._values = None
+
+    def on_train_begin(self, logs=None):
+        self._values = [v.numpy() for v in self._variables]
+
+    def on_train_end(self, logs=None):
+        for variable, value in zip(self._variables, self._values):
+            variable.assign(value)
+
+
+def _with_callback(callbacks, callback):
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        callbacks.append(callback)
+        return callbacks
+    return list(callbacks or []) + [callback]
 
 
 def _split_validation(validation_data):

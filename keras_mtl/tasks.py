@@ -46,17 +46,23 @@ class LossTracker(keras.metrics.Metric):
 
 
 class UpdateCounter(keras.metrics.Metric):
-    """Counts the alternating steps that trained one task in the epoch."""
+    """Counts the updates of one task's head in the epoch (alternating mode).
+
+    An update is a step that changed the task's weights: with an
+    accumulating optimizer (`gradient_accumulation_steps=k`), only every
+    k-th step of the task.
+    """
 
     def __init__(self, name, **kwargs):
         super().__init__(name=name, **kwargs)
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
-    def update_state(self):
+    def update_state(self, updates=1):
         # Metric variables are summed over replicas when read, and every
         # replica runs the same step: count it on the first replica only.
         replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
-        self.count.assign_add(tf.cast(tf.equal(replica_id, 0), self.dtype))
+        first = tf.cast(tf.equal(replica_id, 0), self.dtype)
+        self.count.assign_add(first * tf.cast(updates, self.dtype))
 
     def result(self):
         return tf.identity(self.count)

@@ -151,87 +151,14 @@ def task_variables(model, spec):
 
 def joint_variables(model):
     """The variables a joint update changes: trunk, every trained head and
-    the weighting method's trainable variables."""
+    the weighting method's trainable variables (the shared optimizer is
+    built on all of the model's trainable variables, as in Keras)."""
     variables = list(model.trunk.trainable_variables)
     for spec in model._trained_specs:
         variables += spec.head.trainable_variables
     if model._weighting is not None:
         variables += model._weighting.trainable_variables
     return variables
-
-
-def resolve_task_optimizers(task_optimizers, shared, specs):
-    """`compile(task_optimizers=...)` as `{task: optimizer instance}`.
-
-    Names and instances go through `keras.optimizers.get`; a learning-rate
-    schedule makes a copy of the shared optimizer with that schedule. Every
-    task must have its own instance, distinct from the shared one.
-    """
-    if task_optimizers is None:
-        return {}
-    trained = [s.name for s in specs if s.trained]
-    _checks.check_task_keys("task_optimizers", task_optimizers, [s.name for s in specs])
-    untrained = [t for t in task_optimizers if t not in trained]
-    if untrained:
-        raise ValueError(
-            f"`task_optimizers` names task(s) {untrained} whose loss is None, "
-            "so they are never trained. Remove them or give them a loss."
-        )
-    resolved = {}
-    for task, value in task_optimizers.items():
-        if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
-            base = keras.optimizers.get(shared)
-            cfg = dict(base.get_config(), learning_rate=value)
-            cfg.pop("name", None)
-            resolved[task] = type(base).from_config(cfg)
-        else:
-            try:
-                resolved[task] = keras.optimizers.get(value)
-            except (ValueError, TypeError):
-                raise ValueError(
-                    f"`task_optimizers[{task!r}]` must be an optimizer name "
-                    "such as 'adam', a keras.optimizers.Optimizer or a "
-                    f"learning-rate schedule. Received: {value!r}."
-                ) from None
-    instances = list(resolved.values())
-    if isinstance(shared, keras.optimizers.Optimizer):
-        instances.append(shared)
-    if len({id(o) for o in instances}) != len(instances):
-        raise ValueError(
-            "Each task in `task_optimizers` needs its own optimizer instance "
-            "(and none may be the shared `optimizer`): a shared instance "
-            "would mix the tasks' optimizer states."
-        )
-    return resolved
-
-
-def build_optimizers(model):
-    """Builds every optimizer on the variables it will update.
-
-    Call before the first training step is traced (see module docstring).
-    """
-    strategy = model._mtl_strategy
-    optimizers = dict(model._task_optimizers)
-    if model.optimizer is not None:
-        optimizers["the shared `optimizer`"] = model.optimizer
-    for owner, optimizer in optimizers.items():
-        created_in = getattr(optimizer, "_distribution_strategy", None)
-        if strategy is not None and created_in is not None and created_in is not strategy:
-            which = owner if owner.startswith("the ") else f"task {owner!r}'s optimizer"
-            raise ValueError(
-                f"{which} was created outside `strategy.scope()`, but the model "
-                "lives in a tf.distribute strategy: create the model, call "
-                "compile() and create every optimizer instance inside "
-                "`with strategy.scope():`."
-            )
-    with model.distribute_strategy.scope():
-        if model._weighting is not None and not model._weighting.built:
-            model._weighting.build(len(model._trained_specs))
-        if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(joint_variables(model))
-        for task, optimizer in model._task_optimizers.items():
-            if not optimizer.built:
-                optimizer.build(task_variables(model, model._spec(task)))
 
 
 class _Batch:
@@ -336,7 +263,7 @@ def _record(model, loss, terms, weights=None):
 
 def _alternating_replica_step(model, spec, data):
     """Replica fn: one update of task `spec` (trunk + its head only)."""
-    optimizer = model._optimizer_for(spec.name)
+    optimizer = model._mtl_optimizers.by_task[spec.name]
     variables = task_variables(model, spec)
     method = model._weighting
     weight = None
@@ -350,9 +277,11 @@ def _alternating_replica_step(model, spec, data):
             weight, extra = method.single_task_weight(spec.index, task_loss, _context(model))
             loss = weight * share + terms.regularization + extra / _replicas()
         scaled = optimizer.scale_loss(loss)
+    # With gradient accumulation, `iterations` advances on real updates only.
+    updates_before = tf.identity(optimizer.iterations)
     optimizer.apply(tape.gradient(scaled, variables), variables)
     _record(model, loss, terms, weight)
-    spec.update_counter.update_state()
+    spec.update_counter.update_state(optimizer.iterations - updates_before)
 
 
 def _joint_replica_step(model, data):

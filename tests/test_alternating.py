@@ -97,8 +97,8 @@ def test_task_optimizers_match_hand_written_tutorial_loop():
         [v.numpy() for v in reference.trainable_weights], exact=False, atol=1e-5,
     )
     # Each task's optimizer counted only its own updates.
-    assert int(ours._task_optimizers["y1"].iterations.numpy()) == 12
-    assert int(ours._task_optimizers["y2"].iterations.numpy()) == 12
+    assert int(ours.task_optimizers["y1"].iterations.numpy()) == 12
+    assert int(ours.task_optimizers["y2"].iterations.numpy()) == 12
 
 
 def test_shared_optimizer_counts_every_step():

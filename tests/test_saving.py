@@ -100,7 +100,7 @@ def test_loaded_model_keeps_architecture_and_compile_state(tmp_path):
     assert isinstance(loaded.sampler, EveryThird)
     assert int(loaded.step_counter.numpy()) == 6
     for task in ("a", "b"):
-        ours, theirs = model._task_optimizers[task], loaded._task_optimizers[task]
+        ours, theirs = model.task_optimizers[task], loaded.task_optimizers[task]
         assert type(ours) is type(theirs)
         assert_same_arrays([v.numpy() for v in ours.variables], [v.numpy() for v in theirs.variables])
     np.testing.assert_allclose(
