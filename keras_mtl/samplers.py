@@ -30,7 +30,10 @@ class Sampler:
     takes arguments, `get_config()`. A sampler is bound to the tasks it
     samples from by `bind(task_names)`, which `MultiTaskModel.compile` and
     `keras_mtl.data.interleave` call for you; inside `probabilities`,
-    `self.task_names` and `self.num_tasks` are available.
+    `self.task_names` and `self.num_tasks` are available. A sampler whose
+    arguments name the tasks (`Fixed`, `Proportional`, `Annealed`, or a
+    subclass overriding `_named_tasks`) also works unbound, as if bound to
+    those tasks in the order its dict lists them.
 
     Example:
 
@@ -54,13 +57,26 @@ class Sampler:
 
     @property
     def task_names(self):
-        """The tasks this sampler is bound to, in order (tuple of str)."""
-        if self._task_names is None:
+        """The tasks this sampler is bound to, in order (tuple of str).
+
+        Unbound, the tasks its arguments name, if any (`_named_tasks`).
+        """
+        names = self._task_names if self._task_names is not None else self._named_tasks()
+        if names is None:
             raise ValueError(
                 f"{type(self).__name__} is not bound to tasks yet: call "
                 "`bind(task_names)` (compile() and interleave() do it)."
             )
-        return self._task_names
+        return names
+
+    def _named_tasks(self):
+        """Hook: the tasks the arguments name, in order, or `None`.
+
+        An unbound sampler acts as bound to these tasks. The dict-based
+        samplers return their dict's keys; `None` (the default) means an
+        unbound sampler has no tasks and must be bound before use.
+        """
+        return None
 
     @property
     def num_tasks(self):
@@ -213,6 +229,8 @@ class RoundRobin(Sampler):
 class Fixed(Sampler):
     """Fixed probabilities given per task.
 
+    Unbound, it samples the tasks of `weights` in the dict's order.
+
     Args:
         weights: Dict `{task: weight}` with a finite, non-negative weight for
             every task; at least one positive. Weights are normalized.
@@ -220,14 +238,19 @@ class Fixed(Sampler):
     Example:
 
     >>> import keras_mtl
-    >>> s = keras_mtl.samplers.Fixed({"a": 3, "b": 1}).bind(["a", "b"])
+    >>> s = keras_mtl.samplers.Fixed({"a": 3, "b": 1})
     >>> s.probabilities(0).numpy()
     array([0.75, 0.25], dtype=float32)
+    >>> s.bind(["b", "a"]).probabilities(0).numpy()
+    array([0.25, 0.75], dtype=float32)
     """
 
     def __init__(self, weights):
         super().__init__()
         self.weights = _checks.check_task_weights("Fixed(weights)", weights)
+
+    def _named_tasks(self):
+        return tuple(self.weights)
 
     def _validate_tasks(self, task_names):
         _checks.check_task_weights("Fixed(weights)", self.weights, task_names)
@@ -257,7 +280,8 @@ class Proportional(Sampler):
 
     With `alpha=1` a task is drawn as often as its share of the data;
     `alpha < 1` flattens toward uniform (the temperature sampling of
-    T5/mT5 is `alpha = 1 / T`); `alpha=0` is uniform.
+    T5/mT5 is `alpha = 1 / T`); `alpha=0` is uniform. Unbound, it samples
+    the tasks of `sizes` in the dict's order.
 
     Args:
         sizes: Dict `{task: size}` with a positive size for every task
@@ -268,14 +292,19 @@ class Proportional(Sampler):
 
     >>> import keras_mtl
     >>> s = keras_mtl.samplers.Proportional({"a": 1, "b": 2, "c": 3}, alpha=2)
-    >>> s.bind(["a", "b", "c"]).probabilities(0).numpy().round(4)
+    >>> s.probabilities(0).numpy().round(4)
     array([0.0714, 0.2857, 0.6429], dtype=float32)
+    >>> s.bind(["c", "b", "a"]).probabilities(0).numpy().round(4)
+    array([0.6429, 0.2857, 0.0714], dtype=float32)
     """
 
     def __init__(self, sizes, alpha=1.0):
         super().__init__()
         self.sizes = _check_sizes("Proportional(sizes)", sizes)
         self.alpha = _checks.check_non_negative_finite("Proportional(alpha)", alpha)
+
+    def _named_tasks(self):
+        return tuple(self.sizes)
 
     def _validate_tasks(self, task_names):
         _checks.check_task_keys("Proportional(sizes)", self.sizes, task_names, require_all=True)
@@ -314,6 +343,8 @@ class Annealed(Sampler):
     `total_steps`. Here the first epoch is exactly proportional, the last
     is exactly `final_alpha`, and nothing changes afterwards.
 
+    Unbound, it samples the tasks of `sizes` in the dict's order.
+
     Args:
         sizes: Dict `{task: size}` with a positive size for every task.
         total_steps: Positive int, the number of training steps over which
@@ -326,9 +357,10 @@ class Annealed(Sampler):
 
     >>> import keras_mtl
     >>> s = keras_mtl.samplers.Annealed({"a": 1, "b": 3}, total_steps=100)
-    >>> s = s.bind(["a", "b"])
     >>> s.probabilities(0).numpy()
     array([0.25, 0.75], dtype=float32)
+    >>> s.bind(["b", "a"]).probabilities(0).numpy()
+    array([0.75, 0.25], dtype=float32)
     """
 
     def __init__(self, sizes, total_steps, steps_per_epoch=None, final_alpha=0.2):
@@ -346,6 +378,9 @@ class Annealed(Sampler):
                 f"`Annealed(final_alpha)` must be in [0, 1]. Received: {final_alpha}."
             )
         self.final_alpha = final_alpha
+
+    def _named_tasks(self):
+        return tuple(self.sizes)
 
     def _validate_tasks(self, task_names):
         _checks.check_task_keys("Annealed(sizes)", self.sizes, task_names, require_all=True)

@@ -493,12 +493,15 @@ class MGDA(GradientWeighting):
         w = argmin_{w >= 0, sum_t w_t = 1} |sum_t w_t g_t|^2,
 
     a common descent direction of every task (zero at a Pareto-stationary
-    point). `w` is found from the Gram matrix by Frank-Wolfe, as in the
-    paper's Algorithm 2, in its pairwise form (weight moves between two
-    vertices, with the exact line search of the paper's two-vector case),
-    which converges linearly: exact in one iteration for two tasks, float64
-    precision within `iterations` when the gradients are linearly
-    independent.
+    point). Difference from the paper: `w` is found from the Gram matrix
+    exactly (up to float64 rounding), not by the Frank-Wolfe iterations of
+    its Algorithm 2, which converge slowly once gradient norms differ by
+    10x or more (after 100 iterations they can leave weight on a task that
+    should get none, and the update can then conflict with a task). With
+    `b_t = (1, g_t)` and `e = (1, 0)`, `u = argmin_{u >= 0}
+    |e - sum_t u_t b_t|^2` gives `w = u / sum_t u_t`: a non-negative least
+    squares problem, solved in float64 by Lawson & Hanson's (1974)
+    active-set method, which ends on the exact support of `w`.
 
     `gradients="representation"` (the default) is MGDA-UB, the paper's
     cheaper upper bound with the gradients of the trunk's output;
@@ -509,15 +512,24 @@ class MGDA(GradientWeighting):
 
     Args:
         gradients: `"representation"` or `"parameters"`.
-        iterations: Positive int, the most Frank-Wolfe iterations.
-            Defaults to `100`.
+        iterations: Positive int, the most active-set iterations (each adds
+            a task to the support of `w` or drops one; earlier versions
+            bounded Frank-Wolfe iterations with it). The solver typically
+            stops after T + 1 to 2 T iterations, so the default `100` is
+            ample for up to about 50 tasks; cut short, `w` is the last
+            iterate (uniform if `iterations < 2`). Defaults to `100`.
         **kwargs: Base layer arguments.
 
     Example:
 
-    >>> import keras_mtl
+    >>> import numpy as np, tensorflow as tf, keras_mtl
     >>> model = keras_mtl.MultiTaskModel([8], {"a": 1, "b": 1})
     >>> model.compile(optimizer="sgd", loss="mse", weighting=keras_mtl.weighting.MGDA())
+    >>> mgda = keras_mtl.weighting.MGDA()
+    >>> mgda.build(2)
+    >>> grads = np.array([[1.0, 0.0], [-1.0, 1.0]])  # the min-norm point is (0.2, 0.4)
+    >>> mgda.coefficients(tf.constant(grads @ grads.T), None, None).numpy()
+    array([0.6, 0.4], dtype=float32)
     """
 
     def __init__(self, gradients="representation", iterations=100, **kwargs):
@@ -700,20 +712,29 @@ class UPGrad(GradientWeighting):
     so the coefficients are `mean_i v(i)`. The update never conflicts with
     a task (`g_t . d >= 0`), and is the plain mean when no two gradients
     conflict. As in TorchJD, `G` is divided by its trace first (which does
-    not change the solution); unlike TorchJD, no `1e-4 * I` is added to it
-    (that regularization, which TorchJD's QP solver needs, shifts
-    `g_t . d` below 0 by up to 1e-4 relative). The quadratic programs are
-    solved exactly (up to float64 rounding) by Lawson & Hanson's active-set
-    method, at most `5 T` iterations, instead of TorchJD's `quadprog`.
+    not change the solution). Differences from TorchJD: the quadratic
+    programs are solved as non-negative least squares problems by Lawson &
+    Hanson's active-set method (at most `5 T` iterations), instead of
+    `quadprog`, on the gradients scaled to unit norm (the dual cone depends
+    only on their directions), so the result is the same whatever the
+    ratio of the gradients' norms; and instead of TorchJD's `1e-4 * I`,
+    only `1e-12 * I` is added to the scaled Gram matrix (to keep duplicate
+    or dependent gradients solvable), which moves `g_t . d` by about 1e-12
+    of `|g_t| |g_i|` (TorchJD's shifts it below 0 by up to 1e-4 relative).
 
     Args:
         **kwargs: Base layer arguments.
 
     Example:
 
-    >>> import keras_mtl
+    >>> import numpy as np, tensorflow as tf, keras_mtl
     >>> model = keras_mtl.MultiTaskModel([8], {"a": 1, "b": 1})
     >>> model.compile(optimizer="sgd", loss="mse", weighting=keras_mtl.weighting.UPGrad())
+    >>> upgrad = keras_mtl.weighting.UPGrad()
+    >>> upgrad.build(2)
+    >>> grads = np.array([[1.0, 0.0], [-1.0, 1.0]])  # projections (0.5, 0.5), (0, 1)
+    >>> upgrad.coefficients(tf.constant(grads @ grads.T), None, None).numpy()
+    array([1.  , 0.75], dtype=float32)
     """
 
     def coefficients(self, gram, losses, context):

@@ -196,3 +196,44 @@ def test_samplers_round_trip_through_keras_serialization():
         np.testing.assert_array_equal(
             _probs(restored, ["a", "b"], 7), _probs(s, ["a", "b"], 7)
         )
+
+
+# A sampler built from a dict names its tasks: unbound, it acts as bound to
+# them in the dict's order.
+@pytest.mark.parametrize(
+    "sampler, tasks, expected",
+    [
+        (samplers.Fixed({"B": 1.0, "A": 3.0}), ("B", "A"), [0.25, 0.75]),
+        (samplers.Proportional({"A": 1, "B": 2}), ("A", "B"), [1 / 3, 2 / 3]),
+        (samplers.Proportional({"B": 2, "A": 1}, alpha=0.0), ("B", "A"), [0.5, 0.5]),
+        (samplers.Annealed({"B": 1, "A": 4}, total_steps=10), ("B", "A"), [0.2, 0.8]),
+    ],
+)
+def test_dict_sampler_works_unbound_on_its_dict_tasks(sampler, tasks, expected):
+    assert sampler.task_names == tasks and sampler.num_tasks == 2
+    np.testing.assert_allclose(sampler.probabilities(0), expected, rtol=1e-6)
+    np.testing.assert_allclose(sampler.probabilities(tf.constant(0, tf.int64)), expected, rtol=1e-6)
+    unbound = tf.map_fn(lambda step: sampler.sample(step, 3), tf.range(50, dtype=tf.int64),
+                        fn_output_signature=tf.int32).numpy()
+    np.testing.assert_array_equal(unbound, _draws(sampler, tasks, 50, seed=3))
+    assert set(unbound) == {0, 1}
+
+
+def test_dict_sampler_bound_to_another_order_follows_the_binding():
+    s = samplers.Proportional({"A": 1, "B": 2})
+    np.testing.assert_allclose(_probs(s, ["B", "A"]), [2 / 3, 1 / 3], rtol=1e-6)
+    assert s.bind(["B", "A"]).task_names == ("B", "A")
+    assert s.task_names == ("A", "B")  # bind() returned a copy
+    with pytest.raises(ValueError, match="missing task.*'C'"):
+        s.bind(["A", "B", "C"])
+    with pytest.raises(ValueError, match="unknown task.*'B'"):
+        s.bind(["A"])
+
+
+@pytest.mark.parametrize("make", [samplers.Uniform, samplers.RoundRobin, lambda: OnlyFirstTask(2)])
+def test_sampler_without_task_arguments_must_be_bound(make):
+    sampler = make()
+    for use in [lambda: sampler.task_names, lambda: sampler.num_tasks,
+                lambda: sampler.probabilities(0), lambda: sampler.sample(0, 1)]:
+        with pytest.raises(ValueError, match="not bound to tasks yet"):
+            use()

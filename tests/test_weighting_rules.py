@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from keras_mtl import _random
+from keras_mtl import _solvers
 from keras_mtl import weighting
 
 
@@ -67,6 +68,55 @@ def _gradient_sets():
 
 
 GRADIENT_SETS = _gradient_sets()
+
+
+def _scaled_problem(seed, ratio):
+    """2-5 random gradients, task 1 conflicting with task 0, norms spread over [1, ratio]."""
+    rng = np.random.default_rng(seed)
+    n = 2 + seed % 4
+    g = rng.normal(size=(n, n + rng.integers(0, 4)))
+    g[1] -= rng.uniform(0.5, 2.0) * g[0]
+    scales = ratio ** rng.uniform(0, 1, n)
+    scales[rng.permutation(n)[:2]] = [1.0, ratio]
+    return g * scales[:, None]
+
+
+# Exact references, in float64, by enumerating the possible supports: small T
+# only, and independent of the solvers under test.
+def _exact_min_norm_weights(grads):
+    """argmin_{w in simplex} |w @ grads|: the best affine-hull minimizer w >= 0."""
+    g = np.asarray(grads, np.float64)
+    n = len(g)
+    best, value = None, np.inf
+    for support in itertools.chain.from_iterable(
+        itertools.combinations(range(n), k) for k in range(1, n + 1)
+    ):
+        s = list(support)
+        # min |w_S @ g_S|^2 s.t. sum(w_S) = 1: its KKT system.
+        kkt = np.block([[g[s] @ g[s].T, np.ones((len(s), 1))], [np.ones((1, len(s))), 0.0]])
+        solution = np.linalg.lstsq(kkt, np.r_[np.zeros(len(s)), 1.0], rcond=None)[0]
+        w = np.zeros(n)
+        w[s] = solution[:-1]
+        if np.all(w >= 0) and np.sum((w @ g) ** 2) < value:
+            best, value = w, np.sum((w @ g) ** 2)
+    return best
+
+
+def _exact_dual_cone_projection(grads, i):
+    """The projection of g_i onto {x : g_t . x >= 0}: min |g_i + s @ grads| over s >= 0."""
+    g = np.asarray(grads, np.float64)
+    best, value = g[i], np.inf if np.any(g @ g[i] < 0) else 0.0
+    for support in itertools.chain.from_iterable(
+        itertools.combinations(range(len(g)), k) for k in range(1, len(g) + 1)
+    ):
+        s = np.linalg.lstsq(g[list(support)].T, -g[i], rcond=None)[0]
+        r = g[i] + s @ g[list(support)]
+        if np.all(s >= 0) and r @ r < value:
+            best, value = r, r @ r
+    return best
+
+
+NORM_RATIOS = [1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1e3]
 
 
 # ---------------------------------------------------------------- PCGrad
@@ -124,6 +174,62 @@ def test_mgda_three_tasks_matches_brute_force_over_the_simplex(name):
     tolerance = 1e-5 * norms * (c @ norms)
     assert np.all(g @ d >= d @ d - tolerance)
     np.testing.assert_array_less(np.abs(g @ d - d @ d)[c > 1e-4], tolerance[c > 1e-4])
+
+
+# Task 0's gradient is ~100x the others': Frank-Wolfe (100 iterations) gave
+# w = [0.009048, 0.042319, 0.948633] and min_t g_t . d = -5.85e-5.
+MGDA_NORMS_100X = [[-0.193, 0.497, 0.419, -0.735],
+                   [-0.00453, 0.00397, 0.00091, -0.00793],
+                   [0.00198, -0.00491, -0.00437, 0.00728]]
+
+
+def test_mgda_is_exact_when_norms_differ_100x():
+    g = np.array(MGDA_NORMS_100X)
+    expected = _exact_min_norm_weights(g)
+    np.testing.assert_allclose(expected, [0.0099048, 0.0, 0.9900952], atol=1e-7)
+    c = _coefficients(weighting.MGDA(), g)  # from the float32 Gram matrix
+    np.testing.assert_allclose(c, expected, atol=1e-6)
+    w = _solvers.min_norm_weights(tf.constant(g @ g.T), 3, 100).numpy()
+    np.testing.assert_allclose(w, expected, atol=1e-9)
+    d = w @ g
+    assert np.min(g @ d) > 0  # a common descent direction
+    norms = np.linalg.norm(g, axis=1)
+    np.testing.assert_array_less(np.abs(g @ d - d @ d)[[0, 2]], 1e-10 * norms[[0, 2]] * (w @ norms))
+
+
+@pytest.mark.parametrize("ratio", NORM_RATIOS)
+def test_mgda_matches_the_exact_min_norm_point_at_any_norm_ratio(ratio):
+    for seed in range(6):
+        g = _scaled_problem(seed, ratio)
+        n = len(g)
+        expected = _exact_min_norm_weights(g)
+        w = _solvers.min_norm_weights(tf.constant(g @ g.T), n, 100).numpy()
+        np.testing.assert_allclose(w, expected, atol=1e-8, err_msg=f"seed {seed}")
+        # Optimality (KKT): g_t . d >= |d|^2 for every t, with equality on the support.
+        d = w @ g
+        norms = np.linalg.norm(g, axis=1)
+        tolerance = 1e-10 * norms * (w @ norms)
+        assert np.all(g @ d >= d @ d - tolerance), seed
+        on = expected > 0
+        np.testing.assert_array_less(np.abs(g @ d - d @ d)[on], tolerance[on])
+        # Through the layer (a float64 Gram matrix in, float32 weights out).
+        c = _built(weighting.MGDA(), n).coefficients(tf.constant(g @ g.T), None, None)
+        np.testing.assert_allclose(c.numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("grads", [
+    [[1.0, 2.0], [1.0, 2.0], [-2.0, 1.0]],  # duplicates
+    [[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [-1.0, 0.5, 1.0]],  # a zero gradient
+    [[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]],  # opposite: Pareto-stationary
+    [[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]],  # collinear
+    [[1.0, 0.2], [-0.3, 1.0], [0.5, 0.5], [-1.0, -1.0], [2.0, -0.1]],  # T > dimension + 1
+])
+def test_mgda_degenerate_gradients_give_the_min_norm_point(grads):
+    g = np.array(grads)
+    w = _solvers.min_norm_weights(tf.constant(g @ g.T), len(g), 100).numpy()
+    assert np.all(w >= 0) and abs(w.sum() - 1) < 1e-12
+    expected = _exact_min_norm_weights(g) @ g
+    np.testing.assert_allclose(w @ g, expected, atol=1e-9 * np.abs(g).max())
 
 
 def test_mgda_gradients_option_sets_the_attribute():
@@ -222,6 +328,67 @@ def test_upgrad_is_the_mean_without_conflict():
     g = np.abs(rng.normal(size=(4, 9)))  # non-negative: no pair conflicts
     c = _coefficients(weighting.UPGrad(), g)
     np.testing.assert_allclose(c, [0.25] * 4, rtol=1e-6)
+
+
+def test_upgrad_does_not_conflict_when_norms_differ_1e5x():
+    # g1 = (1, 0), g2 = 1e-5 (-1, 1). The projections are (0.5, 0.5) and
+    # (0, 1e-5), so d = (0.25, 0.250005) and g2 . d = +5e-11. A fixed 1e-12
+    # ridge on the trace-normalized Gram matrix gave d = (0.251244,
+    # 0.248761) and g2 . d = -2.48e-8.
+    g = np.array([[1.0, 0.0], [-1e-5, 1e-5]])
+    v = _solvers.dual_cone_weights(tf.constant(g @ g.T), 2, 10).numpy()
+    np.testing.assert_allclose(v @ g, [[0.5, 0.5], [0.0, 1e-5]], rtol=1e-9, atol=1e-15)
+    d = v.mean(axis=0) @ g
+    np.testing.assert_allclose(d, [0.25, 0.250005], rtol=1e-9)
+    np.testing.assert_allclose(g[1] @ d, 5e-11, rtol=1e-6)
+    c = _coefficients(weighting.UPGrad(), g)  # from the float32 Gram matrix
+    np.testing.assert_allclose(c @ g, [0.25, 0.250005], rtol=1e-7)
+    assert _conflict_margin(g, c) >= 0
+
+
+@pytest.mark.parametrize("ratio", NORM_RATIOS + [1e4, 1e5, 1e6])
+def test_upgrad_matches_the_exact_projections_at_any_norm_ratio(ratio):
+    for seed in range(6):
+        g = _scaled_problem(seed, ratio)
+        n = len(g)
+        norms = np.linalg.norm(g, axis=1)
+        v = _solvers.dual_cone_weights(tf.constant(g @ g.T), n, 5 * n).numpy()
+        for i in range(n):
+            projection = v[i] @ g
+            expected = _exact_dual_cone_projection(g, i)
+            np.testing.assert_allclose(projection, expected, atol=1e-9 * norms[i])
+            assert np.all(g @ projection >= -1e-9 * norms * np.linalg.norm(projection))
+        d = v.mean(axis=0) @ g
+        assert np.all(g @ d >= -1e-9 * norms * np.linalg.norm(d)), seed
+
+
+@pytest.mark.parametrize("grads", [
+    [[1.0, 2.0], [1.0, 2.0], [-2.0, 0.5]],  # duplicates
+    [[1.0, 0.0], [-1.0, 0.1], [-1.0, 0.1]],  # duplicates, both conflicting
+    [[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [-1.0, 0.5, 1.0]],  # a zero gradient
+    [[1.0, 0.0], [0.0, 1.0], [-1.0, -0.5], [0.3, -1.0]],  # more tasks than dimensions
+])
+def test_upgrad_degenerate_gradients_give_the_exact_projections(grads):
+    g = np.array(grads)
+    v = _solvers.dual_cone_weights(tf.constant(g @ g.T), len(g), 5 * len(g)).numpy()
+    assert np.all(np.isfinite(v))
+    for i in range(len(g)):
+        expected = _exact_dual_cone_projection(g, i)
+        np.testing.assert_allclose(v[i] @ g, expected, atol=1e-9 * np.abs(g).max())
+
+
+def test_exact_solvers_under_xla_match_the_references():
+    mgda = np.array(MGDA_NORMS_100X)
+    upgrad = np.array([[1.0, 0.0], [-1e-5, 1e-5]])
+
+    @tf.function(jit_compile=True)
+    def solve(mgda_gram, upgrad_gram):
+        return (_solvers.min_norm_weights(mgda_gram, 3, 100),
+                _solvers.dual_cone_weights(upgrad_gram, 2, 10))
+
+    w, v = solve(tf.constant(mgda @ mgda.T), tf.constant(upgrad @ upgrad.T))
+    np.testing.assert_allclose(w, _exact_min_norm_weights(mgda), atol=1e-9)
+    np.testing.assert_allclose(v.numpy().mean(axis=0) @ upgrad, [0.25, 0.250005], rtol=1e-9)
 
 
 # -------------------------------------------------------------- GradNorm
