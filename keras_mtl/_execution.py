@@ -1,4 +1,4 @@
-"""How `fit()` runs `train_step`: the train function of a `MultiTaskModel`.
+"""How `fit()` runs `train_step` (and `evaluate()` runs `test_step`).
 
 Keras's `fit()` calls `model.train_function(iterator)` once per execution and
 expects the logs of the execution's last step back; `StopIteration` (or
@@ -60,34 +60,78 @@ def make_train_function(model):
         logs of the last step it ran; it raises `StopIteration` when the
         iterator has no batch left.
     """
-    spe = model.steps_per_execution
     alternating = model.mode == "alternating"
-    task_count = len(model._trained_specs)
-    one_device = model._mtl_strategy is None
+    task_count = len(model._mtl.trained)
 
     def step(data, draws=None):
         with training.precomputed_draws(draws):
             return _as_tensors(model.train_step(data))
 
-    step = tf.autograph.experimental.do_not_convert(step)
-    compiled_step = step
-    if not model.run_eagerly and one_device:
-        # No `reduce_retracing`: a relaxed trace would hide label shapes (and
-        # ranks) that differ from one fit() to the next. Batches of arrays
-        # are traced with an unknown batch size instead (see below).
-        compiled_step = tf.function(step, jit_compile=bool(model.jit_compile))
-
     def draws_for(count):
         if not alternating:
             return None
         steps = model.step_counter + tf.range(count, dtype=tf.int64)
-        return _random.uniform(model._seed, steps, task_count)
+        return _random.uniform(model._mtl.seed, steps, task_count)
+
+    draws_spec = tf.TensorSpec([task_count], tf.float32) if alternating else None
+    return _make_function(model, step, draws_for, draws_spec, jit_compile=bool(model.jit_compile))
+
+
+def make_test_function(model):
+    """Builds `model.test_function(iterator) -> logs` for `evaluate()`.
+
+    Keras's own calls `test_step` in each replica and traces it with
+    `reduce_retracing`, whose relaxed traces hide label shapes and ranks
+    that change between calls; this one keeps Keras's replica-context
+    `test_step` and traces each structure of batches exactly.
+
+    Args:
+        model: A compiled `MultiTaskModel`.
+
+    Returns:
+        A function with the contract of `make_train_function`'s.
+    """
+    strategy = model.distribute_strategy
+
+    def step(data, draws=None):
+        if model._mtl_strategy is None:
+            return _as_tensors(model.test_step(data))
+        outputs = strategy.run(model.test_step, args=(data,))
+        # Metric results are synchronized: every replica holds the same value.
+        return tf.nest.map_structure(
+            lambda v: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None), outputs
+        )
+
+    return _make_function(model, step, lambda count: None, None, jit_compile=False)
+
+
+def _make_function(model, step, draws_for, draws_spec, jit_compile):
+    """Runs `steps_per_execution` calls of `step(data, draws)` per call.
+
+    Args:
+        model: The `MultiTaskModel`.
+        step: `(data, draws) -> logs`, in cross-replica context.
+        draws_for: `count -> [count, T]` draws for an execution, or `None`.
+        draws_spec: The `TensorSpec` of one step's draws, or `None`.
+        jit_compile: Whether to compile each step with XLA (one device).
+
+    Returns:
+        The function Keras's fit()/evaluate() call with an iterator.
+    """
+    spe = model.steps_per_execution
+    one_device = model._mtl_strategy is None
+    step = tf.autograph.experimental.do_not_convert(step)
+    compiled_step = step
+    if not model.run_eagerly and one_device:
+        # No `reduce_retracing`: a relaxed trace would hide label shapes (and
+        # ranks) that differ from one call to the next. Batches of arrays
+        # are traced with an unknown batch size instead (see below).
+        compiled_step = tf.function(step, jit_compile=jit_compile)
 
     def output_spec(element_spec):
-        """The structure of `train_step`'s logs, from a trace of the step."""
-        draws = tf.TensorSpec([task_count], tf.float32) if alternating else None
+        """The structure of the step's logs, from a trace of the step."""
         traced = compiled_step if compiled_step is not step else tf.function(step)
-        outputs = traced.get_concrete_function(element_spec, draws).structured_outputs
+        outputs = traced.get_concrete_function(element_spec, draws_spec).structured_outputs
         return tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), outputs)
 
     @tf.autograph.experimental.do_not_convert
@@ -133,7 +177,7 @@ def make_train_function(model):
     if not model.run_eagerly:
         run_steps = tf.function(run_steps)
 
-    def train_function(iterator):
+    def function(iterator):
         if isinstance(iterator, _TF_ITERATORS):
             model._prepare_training(iterator.element_spec)
             done, logs = run_steps(iterator)
@@ -153,4 +197,4 @@ def make_train_function(model):
             raise StopIteration
         return logs
 
-    return train_function
+    return function

@@ -1,22 +1,25 @@
 """The few private Keras names keras_mtl relies on, in one place.
 
-Keras is pinned to 3.15.x in setup.cfg; if an upgrade moves these, this is
-the only file to change.
+Everything else in keras_mtl uses public Keras and TensorFlow APIs. Each name
+here has no public replacement; `tests/test_keras_internals.py` checks every
+one against the installed Keras, so an upgrade that moves one fails loudly
+there rather than silently elsewhere.
 
-* `MetricsList`: Keras's `EarlyStopping`/`ModelCheckpoint` look inside
-  `CompileMetrics`/`MetricsList` objects of `model.metrics` to infer
-  `mode="min"`/`"max"` for a monitored log such as `"val_<task>_loss"`.
-  Putting the per-task metrics in a `MetricsList` makes `mode="auto"` work.
-* `no_automatic_dependency_tracking`: Keras's own `compile` is wrapped in
-  it, so metrics created at compile time are not added to a built model's
-  locked layer state.
-* `Layer._seed_generators`: where a layer (e.g. `Dropout`) keeps its random
-  generators. Keras's `save_own_variables` skips their state, so a restored
-  model would draw different dropout masks than the run it resumes.
+* `MetricsList`: Keras's `EarlyStopping`/`ModelCheckpoint`/`ReduceLROnPlateau`
+  look inside `CompileMetrics`/`MetricsList` objects of `model.metrics` for
+  a metric named like the monitored log to infer `mode="min"`/`"max"`.
+* `Metric._direction`: what they read there ("up"/"down").
+* `Layer._seed_generators` and `Layer._flatten_layers`: where layers (e.g.
+  `Dropout`) keep their random generators. Keras's `save_own_variables`
+  skips their state, so a restored model would draw other dropout masks than
+  the run it resumes.
+* `optimizer._distribution_strategy`: the strategy an optimizer was created
+  in; an optimizer made outside the model's `strategy.scope()` fails later
+  with an obscure error, so it is refused up front.
+* `Trainer._maybe_symbolic_build`: overridden by `TrainerHooks` below.
 """
 
 from keras.src.trainers.compile_utils import MetricsList  # noqa: F401
-from keras.src.utils.tracking import no_automatic_dependency_tracking  # noqa: F401
 
 
 def seed_generator_states(layer):
@@ -35,3 +38,26 @@ def optimizer_strategy(optimizer):
     (its variables are created in it); no public attribute says it.
     """
     return getattr(optimizer, "_distribution_strategy", None)
+
+
+def set_lower_is_better(metric):
+    """Tells Keras's monitor callbacks that lower values of `metric` are better.
+
+    `EarlyStopping`, `ModelCheckpoint` and `ReduceLROnPlateau` with
+    `mode="auto"` read a metric's private `_direction` ("up"/"down") to
+    decide; without it they raise for a monitored `<task>_loss`.
+    """
+    metric._direction = "down"
+
+
+class TrainerHooks:
+    """Overrides of private `keras.Model` hooks that `MultiTaskModel` needs."""
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras's fit()/evaluate() build a model under a strategy from a first
+        # batch that they reduce across replicas, which fails under
+        # MultiWorkerMirroredStrategy for dict targets. A MultiTaskModel is
+        # built (with its optimizers) from the input shape before that.
+        if self.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)

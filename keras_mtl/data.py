@@ -1,13 +1,11 @@
-"""Feeding data to a MultiTaskModel: target checks, absent labels, per-task datasets."""
+"""Feeding data to a MultiTaskModel: target checks and per-task datasets."""
 
-import numpy as np
 import tensorflow as tf
 
 from keras_mtl import _checks
 from keras_mtl import _random
 from keras_mtl import samplers as samplers_module
 
-_ARRAY_TYPES = (np.ndarray, tf.Tensor)
 # Tasks are drawn for this many batches at a time: one vectorized draw is far
 # cheaper per batch than a tf.data map call per batch.
 _CHOICE_BLOCK = 1024
@@ -53,7 +51,7 @@ def check_targets(model, y, sample_weight, method="fit"):
             f"{type(y).__name__}."
         )
     _checks.check_task_keys("y", y, model.task_names)
-    missing = [s.name for s in model._trained_specs if s.name not in y]
+    missing = [s.name for s in model._mtl.trained if s.name not in y]
     if missing:
         raise ValueError(
             f"Targets `y` have no labels for task(s) {missing}. Give them, or pass "
@@ -62,102 +60,6 @@ def check_targets(model, y, sample_weight, method="fit"):
         )
     if isinstance(sample_weight, dict):
         _checks.check_task_keys("sample_weight", sample_weight, model.task_names)
-
-
-def _absent_labels(model, task, n):
-    spec = model._spec(task)
-    if spec.sparse_labels:
-        return np.zeros((n,), np.int32)
-    units = getattr(spec.head, "units", 1)
-    return np.zeros((n, units), np.float32)
-
-
-def _check_dataset(model, dataset, method):
-    spec = dataset.element_spec
-    if not isinstance(spec, tuple) or len(spec) not in (2, 3):
-        raise ValueError(
-            f"A dataset given to MultiTaskModel.{method}() must yield "
-            f"(x, y) or (x, y, sample_weight) with y a dict keyed by task, "
-            f"e.g. (x, {_example(model.task_names)}). Its element_spec is {spec}."
-        )
-    check_targets(model, spec[1], spec[2] if len(spec) == 3 else None, method)
-    if dataset.cardinality() == 0:
-        raise ValueError(f"The dataset given to {method}() is empty: it yields no batch.")
-    return spec[0]
-
-
-def _standardize_inputs(model, x, y, sample_weight, method, steps=None):
-    """Checks `fit`/`evaluate` inputs and marks `None` task labels absent.
-
-    For arrays: `y` must be a dict with an entry for every trained task; a
-    task mapped to `None` gets placeholder labels with sample weight 0 (so
-    its loss and metrics ignore them). Every label array must have as many
-    rows as `x`. For a `tf.data.Dataset`, the element structure is checked.
-    The model is built from the input shape if it is not built yet.
-
-    Args:
-        model: the `MultiTaskModel`.
-        x, y, sample_weight: as given to `fit`/`evaluate`.
-        method: `"fit"`, `"evaluate"` or `"validation_data"`, for messages.
-        steps: the number of steps the caller asked for (`steps_per_epoch`,
-            `steps` or `validation_steps`), to reject an infinite dataset
-            without one.
-
-    Returns:
-        `(x, y, sample_weight)` ready for Keras.
-    """
-    if isinstance(x, tf.data.Dataset):
-        if y is not None:
-            raise ValueError(
-                f"When x is a tf.data.Dataset, {method}() takes no separate y: "
-                "the dataset must yield (x, y) with y a dict keyed by task."
-            )
-        x_spec = _check_dataset(model, x, method)
-        if x.cardinality() == tf.data.INFINITE_CARDINALITY and not steps:
-            arg = {"fit": "steps_per_epoch", "evaluate": "steps"}.get(method, "validation_steps")
-            raise ValueError(
-                f"The dataset given to {method}() is infinite (for example from "
-                f"keras_mtl.data.interleave), so pass `{arg}=...`: the number "
-                "of batches that make one epoch."
-            )
-        if not model.built and x_spec.shape.rank == 2:
-            model._build_for(x_spec.shape)
-        return x, y, sample_weight
-    if not isinstance(x, _ARRAY_TYPES):
-        return x, y, sample_weight  # generators / PyDataset: checked when traced
-    if y is None:
-        raise ValueError(
-            f"MultiTaskModel.{method}() needs targets: pass y as a dict "
-            f"keyed by task name, e.g. {_example(model.task_names)}."
-        )
-    check_targets(model, y, sample_weight, method)
-    n = int(x.shape[0])
-    if n == 0:
-        raise ValueError(f"`x` given to {method}() has no examples.")
-    y = dict(y)
-    absent = [t for t, v in y.items() if v is None]
-    for task, labels in y.items():
-        if labels is not None and int(np.shape(labels)[0]) != n:
-            raise ValueError(
-                f"Labels for task {task!r} have {int(np.shape(labels)[0])} "
-                f"rows but x has {n}: every task's labels need one row per "
-                "example (use NaN or sample weight 0 for missing labels)."
-            )
-    if absent or isinstance(sample_weight, dict):
-        given = sample_weight
-        sample_weight = {}
-        for task in y:
-            if task in absent:
-                y[task] = _absent_labels(model, task, n)
-                sample_weight[task] = np.zeros((n,), np.float32)
-            elif isinstance(given, dict):
-                w = given.get(task)
-                sample_weight[task] = np.ones((n,), np.float32) if w is None else w
-            else:
-                sample_weight[task] = np.ones((n,), np.float32) if given is None else given
-    if not model.built:
-        model._build_for(x.shape)
-    return x, y, sample_weight
 
 
 def _element_parts(task, spec):

@@ -1,59 +1,57 @@
 """`MultiTaskModel`: a shared Dense trunk with one named head per task."""
 
-import os
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_mtl import _checks
 from keras_mtl import _execution
-from keras_mtl import _io
-from keras_mtl import data as data_module
+from keras_mtl import _keras_internals
+from keras_mtl import _saving
+from keras_mtl import _standardize
 from keras_mtl import export as export_module
 from keras_mtl import optimizers as optimizers_module
 from keras_mtl import samplers as samplers_module
 from keras_mtl import tasks as tasks_module
 from keras_mtl import training
 from keras_mtl import weighting as weighting_module
-from keras_mtl._keras_internals import MetricsList
-from keras_mtl._keras_internals import no_automatic_dependency_tracking
-from keras_mtl._keras_internals import seed_generator_states
 from keras_mtl.heads import _check_activation
 from keras_mtl.heads import head_items
 from keras_mtl.heads import make_head
 
 _MODES = ("joint", "alternating")
-# Version of the saved layout (get_config / compile config). Bump it when a
-# change makes older keras_mtl unable to read the files newer ones write.
-FORMAT_VERSION = 1
 
 
-class _TaskMetrics(MetricsList):
-    """All per-task loss trackers, metrics and counters, logged flat."""
+class _Compiled:
+    """What `compile()` decided, kept in one plain object.
 
-    def result(self):
-        return {m.name: m.result() for m in self.metrics}
+    Not an attribute Keras tracks: its metrics and weighting layer are not
+    the model's layers or weights (the weighting method is saved as
+    `model.weighting`), and compile() may run on a built model.
 
+    Attributes:
+        mode: `"joint"` or `"alternating"`.
+        seed: int, the seed of the alternating task sequence.
+        sampler: the bound `Sampler` (alternating mode) or `None`.
+        specs: one `TaskSpec` per head; `trained`: those with a loss.
+        weighting: the `Weighting` method or `None`.
+        optimizers: `keras_mtl.optimizers.OptimizerState`.
+        metrics: the `TaskMetrics` logged by fit/evaluate.
+        config: the serialized compile arguments (`get_compile_config`).
+        frozen: the frozen layers when the optimizers were built, or `None`.
+    """
 
-def _serialize(value):
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, dict):
-        return {k: _serialize(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_serialize(v) for v in value]
-    return keras.saving.serialize_keras_object(value)
-
-
-def _deserialize(value):
-    if isinstance(value, dict) and "class_name" in value and "config" in value:
-        return keras.saving.deserialize_keras_object(value)
-    if isinstance(value, dict):
-        return {k: _deserialize(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deserialize(v) for v in value]
-    return value
+    def __init__(self, mode, seed, sampler, specs, weighting, optimizers, config):
+        self.mode = mode
+        self.seed = seed
+        self.sampler = sampler
+        self.specs = specs
+        self.trained = [s for s in specs if s.trained]
+        self.weighting = weighting
+        self.optimizers = optimizers
+        self.metrics = tasks_module.TaskMetrics(specs)
+        self.config = config
+        self.frozen = None
 
 
 def _check_trunk_units(trunk_units):
@@ -71,7 +69,7 @@ def _check_trunk_units(trunk_units):
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class MultiTaskModel(keras.Model):
+class MultiTaskModel(_keras_internals.TrainerHooks, _saving.SavingMixin, keras.Model):
     """A shared Dense trunk with one named output head per task.
 
     The model maps one input `(batch, features)` to a dict of outputs, one
@@ -178,9 +176,8 @@ class MultiTaskModel(keras.Model):
             trainable=False,
             aggregation="only_first_replica",
         )
-        self._task_specs = None
-        self._mtl_optimizers = None
-        self._weighting = None
+        self._mtl = None
+        self._output_shapes = None
         self._training_ready = False
 
     # ------------------------------------------------------------------
@@ -204,9 +201,11 @@ class MultiTaskModel(keras.Model):
         with self.distribute_strategy.scope():
             self.trunk.build(input_shape)
             features = self.trunk.compute_output_shape(input_shape)
-            for head in self.heads.values():
+            self._output_shapes = {}
+            for task, head in self.heads.items():
                 head.build(features)
-        if self.compiled and self._task_specs is not None:
+                self._output_shapes[task] = tuple(head.compute_output_shape(features))
+        if self._mtl is not None:
             # Optimizer state must exist before anything loads it (e.g.
             # BackupAndRestore at the start of fit(), or load_weights).
             optimizers_module.build_optimizers(self)
@@ -214,6 +213,10 @@ class MultiTaskModel(keras.Model):
     def _build_for(self, input_shape):
         """Builds the model for inputs of `input_shape` (any batch size)."""
         self.build((None,) + tuple(input_shape)[1:])
+
+    def _output_shape(self, task):
+        """The output shape of `task`'s head, batch dimension first."""
+        return self._output_shapes[task]
 
     def call(self, inputs, training=None):
         features = self.trunk(inputs, training=training)
@@ -244,7 +247,7 @@ class MultiTaskModel(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update(
-            format_version=FORMAT_VERSION,
+            format_version=_saving.FORMAT_VERSION,
             trunk_units=list(self.trunk_units),
             heads={name: keras.saving.serialize_keras_object(h) for name, h in self.heads.items()},
             trunk_activation=keras.activations.serialize(self.trunk_activation),
@@ -252,119 +255,18 @@ class MultiTaskModel(keras.Model):
             trunk_dropout=self.trunk_dropout,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            frozen_layers=self.frozen_layers(),
         )
         return config
-
-    def save(self, filepath, overwrite=True, zipped=None, **kwargs):
-        """Saves the model as a `.keras` file, replacing it atomically.
-
-        Same as `keras.Model.save`, except that a local `.keras` file is
-        written to a temporary file first and then renamed over `filepath`:
-        a process killed mid-save (for example during `ModelCheckpoint`)
-        leaves the previous file intact.
-
-        Args:
-            filepath: Path ending in `.keras`.
-            overwrite: Whether to overwrite an existing file.
-            zipped: As in `keras.Model.save`.
-            **kwargs: As in `keras.Model.save`.
-
-        Returns:
-            None.
-
-        Example:
-
-        >>> import os, tempfile, keras, keras_mtl
-        >>> model = keras_mtl.MultiTaskModel([4], {"a": 1})
-        >>> model.build((None, 3))
-        >>> path = os.path.join(tempfile.mkdtemp(), "model.keras")
-        >>> model.save(path)
-        >>> keras.models.load_model(path).task_names
-        ('a',)
-        """
-        if zipped is False or (not overwrite and os.path.exists(os.fspath(filepath))):
-            return super().save(filepath, overwrite=overwrite, zipped=zipped, **kwargs)
-        save = super().save
-        return _io.write_atomically(
-            filepath, ".keras", lambda path: save(path, overwrite=True, zipped=zipped, **kwargs)
-        )
-
-    def save_weights(self, filepath, overwrite=True, max_shard_size=None):
-        """Saves every variable (optimizers included), replacing the file atomically.
-
-        Same as `keras.Model.save_weights`, except that a local
-        `.weights.h5` file is written to a temporary file first and then
-        renamed over `filepath`, so a process killed mid-save (for example
-        during `BackupAndRestore` or `ModelCheckpoint(save_weights_only=
-        True)`) leaves the previous checkpoint loadable.
-
-        Args:
-            filepath: Path ending in `.weights.h5`.
-            overwrite: Whether to overwrite an existing file.
-            max_shard_size: As in `keras.Model.save_weights` (sharded
-                files are written in place).
-
-        Returns:
-            None.
-
-        Example:
-
-        >>> import os, tempfile, keras_mtl
-        >>> model = keras_mtl.MultiTaskModel([4], {"a": 1})
-        >>> model.build((None, 3))
-        >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.weights.h5")
-        >>> model.save_weights(path)
-        >>> model.load_weights(path)
-        """
-        if max_shard_size is not None or (not overwrite and os.path.exists(os.fspath(filepath))):
-            return super().save_weights(filepath, overwrite=overwrite, max_shard_size=max_shard_size)
-        save_weights = super().save_weights
-        return _io.write_atomically(
-            filepath, ".weights.h5", lambda path: save_weights(path, overwrite=True)
-        )
-
-    def save_own_variables(self, store):
-        # Besides the step counter, save the dropout generators' state, which
-        # Keras leaves out, so a resumed run draws the same dropout masks.
-        vars(self).pop("_task_optimizers", None)  # see load_own_variables
-        store["0"] = self.step_counter.numpy()
-        for i, state in enumerate(seed_generator_states(self)):
-            store[f"rng_{i}"] = state
-
-    def load_own_variables(self, store):
-        keys = set(store.keys())
-        saved_own = {k for k in keys if not k.startswith("rng_")}
-        if saved_own != {"0"}:
-            raise ValueError(
-                f"The saved MultiTaskModel state has {len(saved_own)} model-level "
-                "variables, but this model has 1 (its step counter): the file was "
-                "written by a different model or keras_mtl version."
-            )
-        self.step_counter.assign(store["0"])
-        for i, state in enumerate(seed_generator_states(self)):
-            if f"rng_{i}" in keys:
-                state.assign(store[f"rng_{i}"])
-        has_path = getattr(store, "has_path", None)
-        if self._mtl_optimizers is not None and has_path and has_path("_task_optimizers"):
-            # keras_mtl 0.1.0 saved the per-task optimizers under this
-            # attribute, by position in compile's `task_optimizers` dict.
-            # Keras loads the model's children after this method, so the
-            # attribute, present for this load only, lets it read them.
-            own = self._mtl_optimizers.own
-            legacy = {t: own[t] for t in self._mtl_optimizers.given_order}
-            object.__setattr__(self, "_task_optimizers", legacy)
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        version = config.pop("format_version", 1)
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ValueError(
-                f"This model was saved by a newer keras_mtl (saved format "
-                f"{version!r}; this keras_mtl reads format {FORMAT_VERSION} and "
-                "older). Upgrade keras_mtl to load it: pip install -U keras_mtl."
-            )
-        return cls(**config)
+        _saving.check_format_version(config)
+        frozen = config.pop("frozen_layers", [])
+        model = cls(**config)
+        model._freeze(frozen)
+        return model
 
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
                input_name="features", **kwargs):
@@ -418,7 +320,6 @@ class MultiTaskModel(keras.Model):
     # ------------------------------------------------------------------
     # Compile
     # ------------------------------------------------------------------
-    @no_automatic_dependency_tracking
     def compile(
         self,
         optimizer="rmsprop",
@@ -520,10 +421,11 @@ class MultiTaskModel(keras.Model):
                 "pass a new instance (its state is per model)."
             )
         config = dict(
-            optimizer=_serialize(optimizer), loss=_serialize(loss), metrics=_serialize(metrics),
-            loss_weights=_serialize(loss_weights), weighted_metrics=_serialize(weighted_metrics),
-            mode=mode, sampler=_serialize(sampler), task_optimizers=_serialize(task_optimizers),
-            weighting=_serialize(method),
+            optimizer=_saving.serialize(optimizer), loss=_saving.serialize(loss),
+            metrics=_saving.serialize(metrics), loss_weights=_saving.serialize(loss_weights),
+            weighted_metrics=_saving.serialize(weighted_metrics), mode=mode,
+            sampler=_saving.serialize(sampler), task_optimizers=_saving.serialize(task_optimizers),
+            weighting=_saving.serialize(method),
         )
         specs = tasks_module.build_task_specs(
             self.heads, loss, loss_weights, metrics, weighted_metrics, alternating
@@ -548,7 +450,7 @@ class MultiTaskModel(keras.Model):
             own_optimizers = {
                 t: keras.optimizers.LossScaleOptimizer(o) for t, o in own_optimizers.items()
             }
-        self._mtl_optimizers = optimizers_module.OptimizerState(
+        state = optimizers_module.OptimizerState(
             shared, own_optimizers, trained, given_order=list(task_optimizers or {})
         )
         if own_optimizers:
@@ -558,77 +460,71 @@ class MultiTaskModel(keras.Model):
                 lambda: optimizers_module.build_optimizers(self),
                 lambda optimizer: optimizers_module.variables_of(self, optimizer),
             )
-        self.mode = mode
-        self._seed = int(seed)
-        self._sampler = bound_sampler
-        self._task_specs = specs
-        self._trained_specs = [s for s in specs if s.trained]
-        self._weighting = method
         if method is not None:
-            for spec in self._trained_specs:
-                spec.weight_tracker = tasks_module.WeightTracker(name=f"{spec.name}_weight")
-        self._mtl_loss_tracker = tasks_module.LossTracker(name="loss")
-        self._task_metrics = _TaskMetrics(
-            [m for s in specs for m in s.all_metrics()], name="task_metrics"
-        )
-        config.update(seed=self._seed, **{k: _serialize(v) for k, v in kwargs.items()})
+            for spec in specs:
+                if spec.trained:
+                    spec.weight_tracker = tasks_module.WeightTracker(name=f"{spec.name}_weight")
+        config.update(seed=int(seed), **{k: _saving.serialize(v) for k, v in kwargs.items()})
         config["jit_compile"] = self.jit_compile
-        self._mtl_compile_config = config
+        self._mtl = _Compiled(mode, int(seed), bound_sampler, specs, method, state, config)
         self._training_ready = False
         if self.built:
             optimizers_module.build_optimizers(self)
 
     def get_compile_config(self):
-        if not self.compiled or self._task_specs is None:
+        if self._mtl is None:
             return {}
-        return dict(self._mtl_compile_config)
+        return dict(self._mtl.config)
 
     def compile_from_config(self, config):
-        config = {k: _deserialize(v) for k, v in config.items()}
+        config = {k: _saving.deserialize(v) for k, v in config.items()}
         self.compile(**config)
+
+    @property
+    def mode(self):
+        """`"joint"` or `"alternating"`, as compiled (`None` before compile)."""
+        return None if self._mtl is None else self._mtl.mode
 
     @property
     def sampler(self):
         """The bound `Sampler` of alternating mode (`None` in joint mode)."""
-        return getattr(self, "_sampler", None)
+        return None if self._mtl is None else self._mtl.sampler
 
     @property
     def seed(self):
         """The seed of the alternating task sequence (int)."""
-        return getattr(self, "_seed", None)
+        return None if self._mtl is None else self._mtl.seed
 
-    def _spec(self, task):
-        for spec in self._task_specs:
-            if spec.name == task:
-                return spec
-        raise KeyError(task)
+    @property
+    def weighting(self):
+        """The compiled `keras_mtl.weighting` method, or `None`."""
+        return None if self._mtl is None else self._mtl.weighting
 
     @property
     def task_optimizers(self):
         """Read-only dict `{task: optimizer}` of the tasks compiled with their
         own optimizer (`compile(task_optimizers=...)`); empty otherwise."""
-        if self._mtl_optimizers is None:
-            return {}
-        return self._mtl_optimizers.own
+        return {} if self._mtl is None else self._mtl.optimizers.own
+
+    def _spec(self, task):
+        for spec in self._mtl.specs:
+            if spec.name == task:
+                return spec
+        raise KeyError(task)
 
     @property
     def metrics(self):
-        if not self.compiled or self._task_specs is None:
+        if self._mtl is None:
             return super().metrics
         # Metrics a subclass tracks itself (Keras's `self._metrics` and the
         # layers' metrics), without Keras's own unused "loss" tracker.
         own = [m for m in super().metrics if m.name != "loss"]
-        return [self._mtl_loss_tracker, self._task_metrics] + own
+        return [self._mtl.metrics] + own
 
     def _training_only_metrics(self):
-        if self._task_specs is None:
+        if self._mtl is None:
             return []
-        return [m for s in self._task_specs for m in s.training_only_metrics()]
-
-    def _evaluated_specs(self, y):
-        """Trained tasks, and untrained ones whose labels `y` holds."""
-        given = y if isinstance(y, dict) else {}
-        return [s for s in self._task_specs if s.trained or s.name in given]
+        return [m for s in self._mtl.specs for m in s.training_only_metrics()]
 
     def reset_metrics(self):
         super().reset_metrics()
@@ -668,13 +564,39 @@ class MultiTaskModel(keras.Model):
             raise ValueError("task_sequence() needs a model compiled with mode='alternating'.")
         names = self.sampler.task_names
         return [
-            names[int(self.sampler.sample(tf.constant(step, tf.int64), self._seed))]
+            names[int(self.sampler.sample(tf.constant(step, tf.int64), self.seed))]
             for step in range(start, start + steps)
         ]
 
     # ------------------------------------------------------------------
     # Training
     # ------------------------------------------------------------------
+    def _check_compiled(self, method):
+        if self._mtl is None:
+            raise ValueError(
+                f"You must call `compile()` before `{method}()`: it sets the "
+                "tasks' losses and the training mode."
+            )
+
+    def _check_trainable_state(self, method):
+        """Refuses to train when nothing is trainable, or when layers were
+        frozen or unfrozen since the optimizers were built on them."""
+        frozen = self._mtl.frozen
+        if frozen is not None and frozen != self.frozen_layers():
+            changed = sorted(set(frozen) ^ set(self.frozen_layers()))
+            raise ValueError(
+                f"The trainable state of layer(s) {changed} changed since the model "
+                f"was compiled. Call compile() again before {method}() (as Keras "
+                "requires) so that training, and the optimizers, use the new set "
+                "of trainable weights."
+            )
+        if not self.trainable_variables:
+            raise ValueError(
+                f"{method}() would change nothing: the model has no trainable "
+                "weights (model.trainable is False, or every layer is frozen). Set "
+                "trainable=True on the layers to train, then call compile() again."
+            )
+
     def _prepare_training(self, data_or_spec):
         """Builds the model and every optimizer before the first step."""
         if self._training_ready:
@@ -685,20 +607,17 @@ class MultiTaskModel(keras.Model):
         optimizers_module.build_optimizers(self)
         self._training_ready = True
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras builds a model under a strategy from a first batch that it
-        # reduces across replicas, which fails under
-        # MultiWorkerMirroredStrategy for dict targets. fit()/evaluate()
-        # already built this model (and its optimizers) from the input shape.
-        if self.built:
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
             return self.train_function
         self.train_function = _execution.make_train_function(self)
         return self.train_function
+
+    def make_test_function(self, force=False):
+        if self.test_function is not None and not force:
+            return self.test_function
+        self.test_function = _execution.make_test_function(self)
+        return self.test_function
 
     def train_step(self, data):
         """Runs one training step (joint or alternating) on a batch.
@@ -746,9 +665,9 @@ class MultiTaskModel(keras.Model):
         training.evaluation_step(self, data)
         return self.get_metrics_result()
 
-    def _standardize(self, x, y, sample_weight, method, steps=None):
-        """Checks targets and turns `None` task labels into absent labels."""
-        return data_module._standardize_inputs(self, x, y, sample_weight, method, steps)
+    def _standardize(self, x, y, sample_weight, method, steps=None, class_weight=None):
+        """Checks one call's inputs (see `keras_mtl/_standardize.py`)."""
+        return _standardize.standardize(self, x, y, sample_weight, class_weight, method, steps)
 
     def fit(
         self,
@@ -771,12 +690,13 @@ class MultiTaskModel(keras.Model):
     ):
         """Trains the model, as `keras.Model.fit` does.
 
-        Differences from Keras: `y` must be a dict `{task: labels}` (a task
-        mapped to `None` has all its labels absent), `sample_weight` may be
-        a dict `{task: weights}` (0 marks a missing label), `class_weight`
-        is not supported, and an infinite dataset (such as one from
-        `keras_mtl.data.interleave`) needs `steps_per_epoch`. Inputs are
-        checked before the first step.
+        Differences from Keras: `y` is a dict `{task: labels}` or a pandas
+        DataFrame with one column per task (a task mapped to `None` has all
+        its labels absent), `sample_weight` may be a dict `{task: weights}`
+        (0 marks a missing label), `class_weight` is a dict per task, and an
+        infinite dataset (such as one from `keras_mtl.data.interleave`)
+        needs `steps_per_epoch`. Inputs, label shapes included, are checked
+        on every call before the first step.
 
         Args:
             x: Inputs `(n, features)`: an array, a tensor or a
@@ -786,7 +706,10 @@ class MultiTaskModel(keras.Model):
                 validation_data, shuffle, initial_epoch, steps_per_epoch,
                 validation_steps, validation_batch_size, validation_freq:
                 As in `keras.Model.fit`.
-            class_weight: Not supported; use `sample_weight`.
+            class_weight: Optional dict `{task: {class: weight}}`: each
+                example's weight in that task's loss is the weight of its
+                class (integer ids, one-hot rows or 0/1 labels; classes not
+                named get 1), times any `sample_weight`.
             sample_weight: Per-example weights: one array for every task or
                 a dict `{task: weights}`.
 
@@ -805,18 +728,17 @@ class MultiTaskModel(keras.Model):
         >>> history.history["b_updates"]
         [0.0]
         """
-        self._assert_compile_called("fit")
-        if class_weight is not None:
-            raise ValueError(
-                "`class_weight` is not supported by MultiTaskModel (Keras "
-                "supports it only for single-output models). Pass "
-                "`sample_weight={task: weights}` instead."
-            )
-        x, y, sample_weight = self._standardize(x, y, sample_weight, "fit", steps_per_epoch)
+        self._check_compiled("fit")
+        x, y, sample_weight = self._standardize(
+            x, y, sample_weight, "fit", steps_per_epoch, class_weight=class_weight
+        )
         if validation_data is not None:
             validation_data = self._standardize(
                 *_split_validation(validation_data), "validation_data", validation_steps
             )
+        if self.built:
+            optimizers_module.build_optimizers(self)
+            self._check_trainable_state("fit")
         keeper = self._untrained_heads_keeper()
         if keeper is not None:
             callbacks = _with_callback(callbacks, keeper)
@@ -839,8 +761,8 @@ class MultiTaskModel(keras.Model):
         of fit()), which float rounding makes differ in the last bits;
         untrained heads must not change at all. `None` when not needed.
         """
-        shared = self._mtl_optimizers.shared
-        untrained = [s.head for s in self._task_specs if not s.trained]
+        shared = self._mtl.optimizers.shared
+        untrained = [s.head for s in self._mtl.specs if not s.trained]
         if shared is None or not optimizers_module.uses_ema(shared) or not untrained:
             return None
         return _KeepVariables([v for head in untrained for v in head.trainable_variables])
@@ -850,8 +772,11 @@ class MultiTaskModel(keras.Model):
         """Computes every task's loss and metrics, as `keras.Model.evaluate`.
 
         Always evaluates all tasks whose labels are given (missing labels
-        are ignored); the `loss` is the static `loss_weights` sum. Training
-        logs such as `<task>_updates` are not reported.
+        are ignored); `loss` is the static `loss_weights` sum of the trained
+        tasks' losses plus regularization, as the training `loss` is, so
+        labels of an untrained task change only that task's metrics. A task
+        without labels logs NaN. Training logs such as `<task>_updates` are
+        not reported.
 
         Args:
             x, y, batch_size, verbose, sample_weight, steps, callbacks,
@@ -871,13 +796,66 @@ class MultiTaskModel(keras.Model):
         >>> sorted(model.evaluate(x, {"a": x.sum(1), "b": x[:, 0]}, return_dict=True, verbose=0))
         ['a_loss', 'a_mae', 'b_loss', 'loss']
         """
-        self._assert_compile_called("evaluate")
-        if not kwargs.get("_use_cached_eval_dataset"):
-            x, y, sample_weight = self._standardize(x, y, sample_weight, "evaluate", steps)
+        self._check_compiled("evaluate")
+        x, y, sample_weight = self._standardize(x, y, sample_weight, "evaluate", steps)
         return super().evaluate(
             x, y, batch_size=batch_size, verbose=verbose, sample_weight=sample_weight,
             steps=steps, callbacks=callbacks, return_dict=return_dict, **kwargs,
         )
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """Runs one training step on one batch, as `keras.Model.train_on_batch`.
+
+        Takes `y`, `sample_weight` and `class_weight` as `fit` does, with the
+        same checks.
+
+        Args:
+            x, y, sample_weight, class_weight: As in `fit`.
+            return_dict: Whether to return the logs as a dict.
+
+        Returns:
+            The logs: a scalar list, or a dict with `return_dict=True`.
+
+        Example:
+
+        >>> import numpy as np, keras_mtl
+        >>> model = keras_mtl.MultiTaskModel([8], {"a": 1, "b": 1})
+        >>> model.compile(optimizer="sgd", loss="mse", mode="alternating", seed=0)
+        >>> x = np.random.rand(8, 3).astype("float32")
+        >>> logs = model.train_on_batch(x, {"a": x.sum(1), "b": None}, return_dict=True)
+        >>> logs["a_updates"], logs["b_updates"]
+        (1.0, 0.0)
+        """
+        self._check_compiled("train_on_batch")
+        x, y, sample_weight = self._standardize(
+            x, y, sample_weight, "train_on_batch", class_weight=class_weight
+        )
+        optimizers_module.build_optimizers(self)
+        self._check_trainable_state("train_on_batch")
+        return super().train_on_batch(x, y, sample_weight=sample_weight, return_dict=return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """Evaluates one batch, as `keras.Model.test_on_batch`.
+
+        Args:
+            x, y, sample_weight: As in `evaluate`.
+            return_dict: Whether to return the logs as a dict.
+
+        Returns:
+            The logs: a scalar list, or a dict with `return_dict=True`.
+
+        Example:
+
+        >>> import numpy as np, keras_mtl
+        >>> model = keras_mtl.MultiTaskModel([8], {"a": 1, "b": 1})
+        >>> model.compile(optimizer="sgd", loss="mse")
+        >>> x = np.random.rand(8, 3).astype("float32")
+        >>> sorted(model.test_on_batch(x, {"a": x.sum(1), "b": None}, return_dict=True))
+        ['a_loss', 'b_loss', 'loss']
+        """
+        self._check_compiled("test_on_batch")
+        x, y, sample_weight = self._standardize(x, y, sample_weight, "test_on_batch")
+        return super().test_on_batch(x, y, sample_weight=sample_weight, return_dict=return_dict)
 
 
 class _KeepVariables(keras.callbacks.Callback):

@@ -367,14 +367,14 @@ def shared_variables(model):
     `finalize_variable_values(model.trainable_weights)`, which pairs by
     position, pairs them right), then the weighting method's."""
     variables = list(model.trainable_variables)
-    if model._weighting is not None:
-        variables += model._weighting.trainable_variables
+    if model._mtl.weighting is not None:
+        variables += model._mtl.weighting.trainable_variables
     return variables
 
 
 def variables_of(model, optimizer):
     """The variables `optimizer` (one of `model`'s) is built on."""
-    for task, own in model._mtl_optimizers.own.items():
+    for task, own in model._mtl.optimizers.own.items():
         if own is optimizer:
             return training.task_variables(model, model._spec(task))
     return shared_variables(model)
@@ -394,7 +394,7 @@ def build_optimizers(model):
         None.
     """
     strategy = model._mtl_strategy
-    state = model._mtl_optimizers
+    state = model._mtl.optimizers
     optimizers = {f"task {t!r}'s optimizer": o for t, o in state.own.items()}
     if state.shared is not None:
         optimizers["the shared `optimizer`"] = state.shared
@@ -408,8 +408,8 @@ def build_optimizers(model):
                 "`with strategy.scope():`."
             )
     with model.distribute_strategy.scope():
-        if model._weighting is not None and not model._weighting.built:
-            model._weighting.build(len(model._trained_specs))
+        if model._mtl.weighting is not None and not model._mtl.weighting.built:
+            model._mtl.weighting.build(len(model._mtl.trained))
         if state.shared is not None and not state.shared.built:
             state.shared.build(shared_variables(model))
         for task, optimizer in state.own.items():
@@ -417,6 +417,9 @@ def build_optimizers(model):
                 optimizer.build(training.task_variables(model, model._spec(task)))
     if isinstance(model.optimizer, TaskOptimizers):
         model.optimizer.built = True
+    if model._mtl.frozen is None:
+        # What _check_trainable_state compares with before training.
+        model._mtl.frozen = model.frozen_layers()
 
 
 class OptimizerState:

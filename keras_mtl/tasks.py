@@ -1,28 +1,35 @@
-"""What one task is: its loss, weight, metrics and label masking.
+"""What one task is (its loss, weight and metrics) and what the epoch logs say.
 
 `build_task_specs` turns the dict arguments of `MultiTaskModel.compile` into
-one `TaskSpec` per head, checking every name and value up front. The
-functions below it compute a task's loss on a batch with missing labels
-masked out; both training modes and evaluation use them, so the masking
-rule lives in one place:
+one `TaskSpec` per head, checking every name and value up front.
+`TaskMetrics` holds every task's trackers and metrics and turns them into
+the logs Keras's callbacks see:
 
-* a label is missing when its sample weight is 0 or, for float labels,
-  when any of its values is NaN;
-* a task's loss on a batch is `sum(w * l) / count_present` over the
-  examples whose label is present (Keras's usual mean when all are
-  present); with no present label it is exactly 0, with zero gradient.
+* `<task>_loss` is the task's mean loss over the labels it saw in the epoch
+  (`keras_mtl/_losses.py` says how missing labels are left out), and
+  `<task>_<metric>` its compiled metrics;
+* a task that saw no label in the epoch (never sampled, or all its labels
+  missing) logs NaN for all of these, never a 0 a callback could take for an
+  improvement;
+* `loss` is `sum_t loss_weight_t * <task>_loss` over the trained tasks that
+  saw labels, plus the mean regularization penalty: the same formula in
+  training and evaluation, in both modes, so `loss` and `val_loss` compare.
 """
+
+import weakref
 
 import keras
 import tensorflow as tf
 
 from keras_mtl import _checks
+from keras_mtl import _keras_internals
+from keras_mtl import _losses
 
-_SUPPORTED_REDUCTIONS = ("sum_over_batch_size", "mean")
+_NAN = float("nan")
 
 
 class LossTracker(keras.metrics.Metric):
-    """Running mean kept as a total and a count.
+    """Running mean kept as a total and a count; NaN when nothing was counted.
 
     Updating with sums and counts (rather than batch means) makes the
     epoch value exact when batches have missing labels or are split over
@@ -35,14 +42,14 @@ class LossTracker(keras.metrics.Metric):
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
         # Lets EarlyStopping / ModelCheckpoint infer mode="min" for
         # monitor="val_<task>_loss".
-        self._direction = "down"
+        _keras_internals.set_lower_is_better(self)
 
     def update_state(self, total, count):
         self.total.assign_add(tf.cast(total, self.dtype))
         self.count.assign_add(tf.cast(count, self.dtype))
 
     def result(self):
-        return tf.math.divide_no_nan(self.total, self.count)
+        return tf.where(self.count > 0, tf.math.divide_no_nan(self.total, self.count), _NAN)
 
 
 class UpdateCounter(keras.metrics.Metric):
@@ -60,16 +67,14 @@ class UpdateCounter(keras.metrics.Metric):
     def update_state(self, updates=1):
         # Metric variables are summed over replicas when read, and every
         # replica runs the same step: count it on the first replica only.
-        replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
-        first = tf.cast(tf.equal(replica_id, 0), self.dtype)
-        self.count.assign_add(first * tf.cast(updates, self.dtype))
+        self.count.assign_add(_first_replica(self.dtype) * tf.cast(updates, self.dtype))
 
     def result(self):
         return tf.identity(self.count)
 
 
 class WeightTracker(keras.metrics.Metric):
-    """Mean of the weight a task's loss got per step in the epoch."""
+    """Mean of the weight a task's loss got per step in the epoch (NaN if none)."""
 
     def __init__(self, name, **kwargs):
         super().__init__(name=name, **kwargs)
@@ -78,13 +83,17 @@ class WeightTracker(keras.metrics.Metric):
 
     def update_state(self, weight):
         # Every replica computes the same weight: record it once.
-        replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
-        first = tf.cast(tf.equal(replica_id, 0), self.dtype)
+        first = _first_replica(self.dtype)
         self.total.assign_add(first * tf.cast(weight, self.dtype))
         self.count.assign_add(first)
 
     def result(self):
-        return tf.math.divide_no_nan(self.total, self.count)
+        return tf.where(self.count > 0, tf.math.divide_no_nan(self.total, self.count), _NAN)
+
+
+def _first_replica(dtype):
+    replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
+    return tf.cast(tf.equal(replica_id, 0), dtype)
 
 
 class TaskSpec:
@@ -98,24 +107,27 @@ class TaskSpec:
         weight: the static loss weight (float).
         metrics: list of `(metric, weighted)` pairs; `weighted` metrics use
             the sample weights, the others only the missing-label mask.
-        loss_tracker: `LossTracker` logged as `<task>_loss`.
+        loss_tracker: `LossTracker` logged as `<task>_loss` (trained tasks).
+        labels_seen: `LossTracker` counting the labels an untrained task
+            with metrics saw (its metrics log NaN without any), else `None`.
         update_counter: `UpdateCounter` logged as `<task>_updates`
             (alternating mode only), else `None`.
         weight_tracker: `WeightTracker` logged as `<task>_weight` when a
             weighting method is compiled, else `None`.
-        sparse_labels: whether the loss takes integer class ids.
         index: position among the trained tasks, or `None`.
     """
 
-    def __init__(self, name, head, loss, weight, metrics, sparse_labels, index, alternating):
+    def __init__(self, name, head, loss, weight, metrics, index, alternating):
         self.name = name
         self.head = head
         self.loss = loss
         self.weight = weight
         self.metrics = metrics
-        self.sparse_labels = sparse_labels
         self.index = index
         self.loss_tracker = LossTracker(name=f"{name}_loss") if loss is not None else None
+        self.labels_seen = (
+            LossTracker(name=f"{name}_labels") if loss is None and metrics else None
+        )
         self.update_counter = (
             UpdateCounter(name=f"{name}_updates")
             if alternating and loss is not None
@@ -127,13 +139,14 @@ class TaskSpec:
     def trained(self):
         return self.loss is not None
 
-    def all_metrics(self):
-        """The loss tracker and metrics logged for this task, in log order.
+    def seen(self):
+        """The number of labels the task saw in the epoch (a float tensor)."""
+        tracker = self.loss_tracker if self.trained else self.labels_seen
+        return tf.convert_to_tensor(tracker.count) if tracker is not None else tf.constant(0.0)
 
-        The update counter and weight tracker are not among them: they are
-        training-only logs.
-        """
-        out = [self.loss_tracker] if self.loss_tracker is not None else []
+    def state_metrics(self):
+        """Every metric object of this task that `evaluate()` resets."""
+        out = [m for m in (self.loss_tracker, self.labels_seen) if m is not None]
         return out + [m for m, _ in self.metrics]
 
     def training_only_metrics(self):
@@ -141,107 +154,121 @@ class TaskSpec:
         return [m for m in (self.update_counter, self.weight_tracker) if m is not None]
 
 
-def _loss_name(loss):
-    if isinstance(loss, keras.losses.Loss):
-        fn = getattr(loss, "fn", None)
-        return getattr(fn, "__name__", None) or type(loss).__name__
-    return getattr(loss, "__name__", type(loss).__name__)
+class TaskMetrics(_keras_internals.MetricsList):
+    """Every task's trackers and metrics, logged as described in the module.
 
+    A `MetricsList` so that Keras's `EarlyStopping`/`ModelCheckpoint` find
+    `<task>_loss` among `model.metrics` and infer `mode="min"`.
+    """
 
-class _FunctionLoss(keras.losses.Loss):
-    """Wraps a `loss(y_true, y_pred)` function as a per-example `Loss`."""
-
-    def __init__(self, fn, name=None):
-        super().__init__(name=name or getattr(fn, "__name__", "loss"))
-        self.fn = fn
-
-    def call(self, y_true, y_pred):
-        y_true, y_pred = match_rank(y_true, y_pred)
-        return self.fn(y_true, y_pred)
-
-
-def match_rank(y_true, y_pred):
-    """Makes labels and predictions the same rank, as Keras losses expect."""
-    rt, rp = y_true.shape.rank, y_pred.shape.rank
-    if rt is None or rp is None or rt == rp:
-        return y_true, y_pred
-    if rt == rp - 1:
-        if y_pred.shape[-1] == 1 and rt > 1:
-            return y_true, tf.squeeze(y_pred, -1)
-        return tf.expand_dims(y_true, -1), y_pred
-    if rt == rp + 1 and y_true.shape[-1] == 1:
-        return tf.squeeze(y_true, -1), y_pred
-    return y_true, y_pred
-
-
-def resolve_loss(task, identifier, units):
-    """Returns the `Loss` object for one task's loss argument, or `None`."""
-    if identifier is None:
-        return None
-    if isinstance(identifier, str) and identifier.lower() in ("crossentropy", "ce"):
-        if units != 1:
-            raise ValueError(
-                f"loss {identifier!r} for task {task!r} is ambiguous for a head "
-                f"with {units} units: use 'sparse_categorical_crossentropy' "
-                "(integer class ids) or 'categorical_crossentropy' (one-hot)."
-            )
-        identifier = "binary_crossentropy"
-    try:
-        loss = keras.losses.get(identifier)
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"Unknown loss {identifier!r} for task {task!r}: use a Keras loss "
-            f"name such as 'mse', a keras.losses.Loss or a function "
-            f"loss(y_true, y_pred). ({e})"
-        ) from None
-    if loss is None:
-        raise ValueError(f"Unknown loss {identifier!r} for task {task!r}.")
-    if not isinstance(loss, keras.losses.Loss):
-        if not callable(loss):
-            raise ValueError(f"Loss for task {task!r} is not callable: {identifier!r}.")
-        loss = _FunctionLoss(loss)
-    if loss.reduction not in _SUPPORTED_REDUCTIONS:
-        raise ValueError(
-            f"Loss for task {task!r} has reduction={loss.reduction!r}. "
-            "keras_mtl always averages a task's loss over the examples whose "
-            "label is present; create the loss with the default reduction "
-            "('sum_over_batch_size')."
+    def __init__(self, specs, name="task_metrics"):
+        self.specs = list(specs)
+        self.regularization = LossTracker(name="regularization")
+        super().__init__(
+            [self.regularization] + [m for s in self.specs for m in s.state_metrics()], name=name
         )
-    return loss
+
+    def record_regularization(self, penalty, examples):
+        """Adds one step's regularization penalty, weighted by its examples."""
+        self.regularization.update_state(penalty * examples, examples)
+
+    def epoch_started(self):
+        """Whether no step was recorded since the metrics were reset."""
+        return tf.equal(self.regularization.count, 0.0)
+
+    def result(self):
+        total = tf.where(self.regularization.count > 0, self.regularization.result(), 0.0)
+        logs = {"loss": None}
+        for spec in self.specs:
+            seen = spec.seen() > 0
+            if spec.trained:
+                task_loss = spec.loss_tracker.result()
+                total += tf.where(seen, spec.weight * task_loss, 0.0)
+                logs[spec.loss_tracker.name] = task_loss
+            for metric, _ in spec.metrics:
+                logs[metric.name] = tf.where(seen, tf.cast(metric.result(), tf.float32), _NAN)
+        logs["loss"] = total
+        return logs
 
 
-def _resolve_metric(task, identifier, units, sparse_labels):
-    if isinstance(identifier, str) and identifier.lower() in ("accuracy", "acc"):
-        if units == 1:
-            metric = keras.metrics.BinaryAccuracy()
-        elif sparse_labels:
-            metric = keras.metrics.SparseCategoricalAccuracy()
-        else:
-            metric = keras.metrics.CategoricalAccuracy()
-    elif isinstance(identifier, str) and identifier.lower() in ("crossentropy", "ce"):
-        if units == 1:
-            metric = keras.metrics.BinaryCrossentropy()
-        elif sparse_labels:
-            metric = keras.metrics.SparseCategoricalCrossentropy()
-        else:
-            metric = keras.metrics.CategoricalCrossentropy()
-    else:
-        try:
-            metric = keras.metrics.get(identifier)
-        except (ValueError, TypeError):
+# The names users gave their metric instances, for those keras_mtl had to
+# rename (metrics that cannot be copied), so a second compile() finds them.
+_ORIGINAL_NAMES = weakref.WeakKeyDictionary()
+
+
+def _copy_metric(metric, name):
+    """A fresh copy of `metric` named `name`, or `None` if it cannot be copied."""
+    try:
+        config = dict(metric.get_config(), name=name)
+        copy = type(metric).from_config(config)
+    except Exception:  # a metric without a working get_config/from_config
+        return None
+    return copy if isinstance(copy, keras.metrics.Metric) else None
+
+
+def _accuracy(y_true, y_pred):
+    """Accuracy of the kind the shapes say: binary, class ids or one-hot."""
+    if y_pred.shape[-1] == 1:
+        return keras.metrics.binary_accuracy(y_true, y_pred)
+    if y_true.shape.rank < y_pred.shape.rank or y_true.shape[-1] == 1:
+        return keras.metrics.sparse_categorical_accuracy(y_true, y_pred)
+    return keras.metrics.categorical_accuracy(y_true, y_pred)
+
+
+def _crossentropy(y_true, y_pred):
+    """Crossentropy of the kind the shapes say: binary, class ids or one-hot."""
+    if y_pred.shape[-1] == 1:
+        return keras.metrics.binary_crossentropy(y_true, y_pred)
+    if y_true.shape.rank < y_pred.shape.rank or y_true.shape[-1] == 1:
+        return keras.metrics.sparse_categorical_crossentropy(y_true, y_pred)
+    return keras.metrics.categorical_crossentropy(y_true, y_pred)
+
+
+_BY_SHAPE = {"accuracy": _accuracy, "acc": _accuracy, "crossentropy": _crossentropy, "ce": _crossentropy}
+
+
+def _resolve_metric(task, identifier, claimed):
+    """The metric object task `task` logs for `identifier`, named `<task>_<name>`.
+
+    User instances are never changed: each task gets its own copy, so a
+    recompile keeps the names and one instance given to two tasks gives
+    two independent metrics. `claimed` holds the instances already used
+    without copying in this compile.
+    """
+    if isinstance(identifier, str) and identifier.lower() in _BY_SHAPE:
+        fn = _BY_SHAPE[identifier.lower()]
+        return keras.metrics.MeanMetricWrapper(fn, name=f"{task}_{identifier}")
+    if isinstance(identifier, keras.metrics.Metric):
+        base = _ORIGINAL_NAMES.get(identifier, identifier.name)
+        copy = _copy_metric(identifier, f"{task}_{base}")
+        if copy is not None:
+            return copy
+        if identifier in claimed:
             raise ValueError(
-                f"Unknown metric {identifier!r} for task {task!r}: use a Keras "
-                "metric name such as 'mae' or 'accuracy', a keras.metrics.Metric "
-                "or a function metric(y_true, y_pred)."
-            ) from None
-        if not isinstance(metric, keras.metrics.Metric):
-            metric = keras.metrics.MeanMetricWrapper(metric)
-    base = identifier if isinstance(identifier, str) else metric.name
-    metric.name = f"{task}_{base}"
-    return metric
+                f"The metric {base!r} is given to several tasks, but it cannot be "
+                f"copied for task {task!r} (its get_config()/from_config() fail). "
+                "Give each task its own instance, or implement get_config()."
+            )
+        claimed.add(identifier)
+        _ORIGINAL_NAMES[identifier] = base
+        identifier.name = f"{task}_{base}"
+        return identifier
+    try:
+        metric = keras.metrics.get(identifier)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"Unknown metric {identifier!r} for task {task!r}: use a Keras "
+            "metric name such as 'mae' or 'accuracy', a keras.metrics.Metric "
+            "or a function metric(y_true, y_pred)."
+        ) from None
+    base = identifier if isinstance(identifier, str) else getattr(identifier, "__name__", "metric")
+    if isinstance(metric, keras.metrics.Metric):  # a new instance of our own
+        metric.name = f"{task}_{base}"
+        return metric
+    return keras.metrics.MeanMetricWrapper(metric, name=f"{task}_{base}")
 
 
-def _as_list(arg_name, task, value):
+def _as_list(value):
     if value is None:
         return []
     if isinstance(value, (list, tuple)):
@@ -307,17 +334,14 @@ def build_task_specs(heads, loss, loss_weights, metrics, weighted_metrics, alter
 
     specs = []
     index = 0
+    claimed = set()
     for task, head in heads.items():
-        units = getattr(head, "units", None)
-        loss_obj = resolve_loss(task, losses[task], units)
+        loss_obj = _losses.resolve_loss(task, losses[task], getattr(head, "units", None))
         weight = _checks.check_non_negative_finite("loss_weights", weights.get(task, 1.0), task)
-        sparse = loss_obj is not None and "sparse" in _loss_name(loss_obj).lower()
         task_metrics = [
-            (_resolve_metric(task, m, units, sparse), False)
-            for m in _as_list("metrics", task, metrics.get(task))
+            (_resolve_metric(task, m, claimed), False) for m in _as_list(metrics.get(task))
         ] + [
-            (_resolve_metric(task, m, units, sparse), True)
-            for m in _as_list("weighted_metrics", task, weighted_metrics.get(task))
+            (_resolve_metric(task, m, claimed), True) for m in _as_list(weighted_metrics.get(task))
         ]
         names = [m.name for m, _ in task_metrics]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -327,10 +351,8 @@ def build_task_specs(heads, loss, loss_weights, metrics, weighted_metrics, alter
                 "distinct name (e.g. keras.metrics.MeanAbsoluteError(name='mae2'))."
             )
         specs.append(
-            TaskSpec(
-                task, head, loss_obj, weight, task_metrics, sparse,
-                index if loss_obj is not None else None, alternating,
-            )
+            TaskSpec(task, head, loss_obj, weight, task_metrics,
+                     index if loss_obj is not None else None, alternating)
         )
         if loss_obj is not None:
             index += 1
@@ -342,103 +364,10 @@ def build_task_specs(heads, loss, loss_weights, metrics, weighted_metrics, alter
     return specs
 
 
-def check_label_shape(spec, y_true, y_pred):
-    """Raises a clear error when labels cannot match the head's output.
-
-    Runs on static shapes while the step is traced, before any update.
-    """
-    label = tuple(y_true.shape[1:])
-    output = tuple(y_pred.shape[1:])
-    if spec.sparse_labels:
-        ok = label in ((), (1,))
-        expected = "integer class ids of shape (batch,) or (batch, 1)"
-    else:
-        ok = label == output or (output == (1,) and label == ()) or (
-            len(label) == len(output)
-            and all(a is None or b is None or a == b for a, b in zip(label, output))
-        )
-        expected = f"shape (batch, {', '.join(str(d) for d in output)})"
-    if not ok:
-        raise ValueError(
-            f"Labels for task {spec.name!r} have shape {tuple(y_true.shape)}, "
-            f"but its head outputs {tuple(y_pred.shape)} and its loss "
-            f"({_loss_name(spec.loss) if spec.loss else 'none'}) expects "
-            f"{expected}."
-        )
-
-
-def label_mask(y_true, sample_weight):
-    """Splits a task's labels into clean labels, weights and a present count.
-
-    Args:
-        y_true: the task's labels, `(batch, ...)`.
-        sample_weight: `None` or per-example weights `(batch,)`/`(batch, 1)`.
-
-    Returns:
-        `(y_clean, weights, count)`: labels with NaN replaced by 0; float32
-        weights `(batch,)` that are 0 where the label is missing, or `None`
-        when every label is present with weight 1 (integer labels without
-        sample weights: the cheap, common case); and the number of present
-        labels (float32 scalar).
-    """
-    row_nan = None
-    if y_true.dtype.is_floating:
-        nan = tf.math.is_nan(y_true)
-        rank = y_true.shape.rank
-        row_nan = tf.reduce_any(nan, axis=list(range(1, rank))) if rank and rank > 1 else nan
-        y_true = tf.where(nan, tf.zeros((), y_true.dtype), y_true)
-    if sample_weight is None:
-        if row_nan is None:
-            return y_true, None, tf.cast(tf.shape(y_true)[0], tf.float32)
-        weights = 1.0 - tf.cast(row_nan, tf.float32)
-        return y_true, weights, tf.reduce_sum(weights)
-    weights = tf.reshape(tf.cast(sample_weight, tf.float32), [tf.shape(y_true)[0]])
-    if row_nan is not None:
-        weights = tf.where(row_nan, 0.0, weights)
-    return y_true, weights, tf.reduce_sum(tf.cast(weights > 0, tf.float32))
-
-
-def has_labels(y_true, sample_weight):
-    """Whether any example of the batch has this task's label (a bool scalar).
-
-    A cheaper test than `label_mask`, for choosing the alternating task.
-    """
-    # Few ops in sequence: this runs before the task can be chosen.
-    rank = y_true.shape.rank
-    if y_true.dtype.is_floating:
-        nan = tf.math.is_nan(y_true)
-        row_missing = tf.reduce_any(nan, axis=list(range(1, rank))) if rank and rank > 1 else nan
-    else:
-        row_missing = None
-    if sample_weight is not None:
-        no_weight = tf.reshape(sample_weight, [-1]) <= 0
-        row_missing = no_weight if row_missing is None else tf.logical_or(row_missing, no_weight)
-    if row_missing is None:
-        return tf.shape(y_true)[0] > 0
-    return tf.logical_not(tf.reduce_all(row_missing))
-
-
-def weighted_loss_sum(spec, y_clean, y_pred, weights):
-    """`sum(w * l)` of one task over a batch, where `l` is the per-example loss."""
-    loss = spec.loss
-    values = loss.call(tf.cast(y_clean, loss.dtype), tf.cast(y_pred, loss.dtype))
-    rank = values.shape.rank
-    if rank == 0:
-        raise ValueError(
-            f"The loss of task {spec.name!r} returned a scalar; keras_mtl needs "
-            "one value per example to mask missing labels. Return shape (batch,)."
-        )
-    if rank is not None and rank > 1:
-        values = tf.reduce_mean(values, axis=list(range(1, rank)))
-    if weights is None:
-        return tf.reduce_sum(values)
-    # Weights are 0 exactly where labels are missing; labels were cleaned of
-    # NaN, so `values` is finite there and 0 * value adds nothing.
-    return tf.reduce_sum(values * weights)
-
-
-def update_metrics(spec, y_clean, y_pred, weights):
+def update_metrics(spec, y_clean, y_pred, weights, count):
     """Updates a task's compiled metrics, ignoring missing labels."""
+    if spec.labels_seen is not None:
+        spec.labels_seen.update_state(0.0, count)
     if not spec.metrics:
         return
     present = None if weights is None else tf.cast(weights > 0, tf.float32)

@@ -50,8 +50,7 @@ import functools
 import keras
 import tensorflow as tf
 
-from keras_mtl import _checks
-from keras_mtl import _random
+from keras_mtl import _losses
 from keras_mtl import data as data_module
 from keras_mtl import tasks
 from keras_mtl import weighting as weighting_module
@@ -132,8 +131,8 @@ def _available_tasks(model, data):
     x, y, sample_weight = unpack(data)
     data_module.check_targets(model, y, sample_weight)
     present = tf.stack([
-        tasks.has_labels(y[s.name], _task_sample_weight(sample_weight, s.name))
-        for s in model._trained_specs
+        _losses.has_labels(y.get(s.name), _task_sample_weight(sample_weight, s.name))
+        for s in model._mtl.trained
     ])
     if _replicas() == 1:
         return present
@@ -144,8 +143,8 @@ def task_variables(model, spec):
     """The variables an update of `spec`'s task changes: trunk and its head
     (and the task's own weighting variables, if any)."""
     variables = model.trunk.trainable_variables + spec.head.trainable_variables
-    if model._weighting is not None:
-        variables += model._weighting.task_variables(spec.index)
+    if model._mtl.weighting is not None:
+        variables += model._mtl.weighting.task_variables(spec.index)
     return variables
 
 
@@ -154,42 +153,59 @@ def joint_variables(model):
     the weighting method's trainable variables (the shared optimizer is
     built on all of the model's trainable variables, as in Keras)."""
     variables = list(model.trunk.trainable_variables)
-    for spec in model._trained_specs:
+    for spec in model._mtl.trained:
         variables += spec.head.trainable_variables
-    if model._weighting is not None:
-        variables += model._weighting.trainable_variables
+    if model._mtl.weighting is not None:
+        variables += model._mtl.weighting.trainable_variables
     return variables
 
 
-class _Batch:
-    """One task's share of a batch: its clean labels, weights and loss sum."""
+def _apply(optimizer, grads, variables):
+    """`optimizer.apply`, leaving out variables without a gradient (the
+    heads of tasks whose labels are absent from this batch's structure)."""
+    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+    if pairs:
+        optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
 
-    def __init__(self, spec, y, sample_weight, y_pred):
-        y_true = y[spec.name]
-        tasks.check_label_shape(spec, y_true, y_pred)
+
+class _Batch:
+    """One task's share of a batch on one replica: clean labels, weights, loss sums."""
+
+    def __init__(self, spec, y_true, sample_weight, y_pred):
+        _losses.check_label_shape(spec.name, spec.loss, y_true.shape, y_pred.shape)
         self.spec = spec
         self.y_pred = y_pred
-        self.y_clean, self.weights, self.count = tasks.label_mask(y_true, sample_weight)
-        self.loss_sum = (
-            tasks.weighted_loss_sum(spec, self.y_clean, y_pred, self.weights)
-            if spec.trained
-            else None
-        )
+        self.y_clean, self.weights, self.count = _losses.label_mask(y_true, sample_weight)
+        self.loss_sum = self.normalizer = None
+        if spec.trained:
+            self.loss_sum, self.normalizer = _losses.loss_sums(
+                spec.name, spec.loss, self.y_clean, y_pred, self.weights, self.count
+            )
 
 
 # One step's loss pieces on one replica:
-#   shares: per trained task, loss_weight * sum(w * l) / (present labels on
-#     ALL replicas), so that summing gradients over replicas gives the
-#     single-device gradient of the task's mean loss;
-#   regularization: the trunk's and these heads' penalties, divided by the
-#     number of replicas for the same reason;
-#   batches, batch, global_batch: for metrics and logs (batch sizes on this
-#   replica and on all); features: the trunk output; counts: each trained
-#   task's present labels on all replicas.
+#   shares: per trained task (in order; 0 for a task without labels in the
+#     batch's structure), loss_weight * sum(w * l) / (the reduction's
+#     normalizer on ALL replicas), so that summing gradients over replicas
+#     gives the single-device gradient of the task's loss;
+#   regularization: the penalties of the trunk and of the trained heads
+#     updated by this step, divided by the number of replicas likewise;
+#   logged_penalty: the trunk's and every trained head's penalty (the `loss`
+#     log adds it, so that training and evaluation `loss` compare);
+#   batches: the tasks with labels, for trackers and metrics; batch: this
+#     replica's batch size; features: the trunk output; counts: each trained
+#     task's present labels on all replicas (float32 `[T]`).
 _Terms = collections.namedtuple(
     "_Terms",
-    ["shares", "regularization", "batches", "batch", "global_batch", "features", "counts"],
+    ["shares", "regularization", "logged_penalty", "batches", "batch", "features", "counts"],
 )
+
+
+def _penalty(model, specs):
+    penalties = model.trunk.losses + [p for s in specs for p in s.head.losses]
+    if not penalties:
+        return tf.constant(0.0)
+    return tf.add_n([tf.cast(p, tf.float32) for p in penalties])
 
 
 def _terms(model, specs, data, training):
@@ -197,27 +213,39 @@ def _terms(model, specs, data, training):
     data_module.check_targets(model, y, sample_weight)
     features = model.trunk(x, training=training)
     batches = [
-        _Batch(s, y, _task_sample_weight(sample_weight, s.name), s.head(features, training=training))
+        _Batch(s, y[s.name], _task_sample_weight(sample_weight, s.name),
+               s.head(features, training=training))
         for s in specs
+        if y.get(s.name) is not None
     ]
     trained = [b for b in batches if b.spec.trained]
-    batch = _batch_size(x)
-    if _replicas() > 1:
-        totals = tf.unstack(_all_reduce_sum(tf.stack([b.count for b in trained] + [batch])))
-    else:
-        totals = [b.count for b in trained] + [batch]  # no stacking: fewer ops per step
-    shares = []
-    for b, count in zip(trained, totals):
-        share = b.loss_sum / tf.maximum(count, 1.0)
-        shares.append(share if b.spec.weight == 1.0 else b.spec.weight * share)
-    penalties = model.trunk.losses + [p for s in specs for p in s.head.losses]
-    regularization = (
-        tf.add_n([tf.cast(p, tf.float32) for p in penalties]) / _replicas()
-        if penalties
-        else tf.constant(0.0)
+    # Sum the normalizers and counts over replicas in one all-reduce.
+    local = [b.count for b in trained] + [b.normalizer for b in trained if b.normalizer is not None]
+    totals = tf.unstack(_all_reduce_sum(tf.stack(local))) if _replicas() > 1 and local else local
+    counts = dict(zip([b.spec.index for b in trained], totals[: len(trained)]))
+    normalizers = iter(totals[len(trained):])
+    shares = {}
+    for b in trained:
+        if b.normalizer is None:  # reduction="sum"
+            share = b.loss_sum
+            b.tracked = (b.loss_sum * counts[b.spec.index], b.count)
+        else:
+            share = tf.math.divide_no_nan(b.loss_sum, next(normalizers))
+            b.tracked = (b.loss_sum, b.normalizer)
+        shares[b.spec.index] = share if b.spec.weight == 1.0 else b.spec.weight * share
+    zero = tf.constant(0.0)
+    all_trained = model._mtl.trained
+    regularization = _penalty(model, [s for s in specs if s.trained])
+    logged = regularization if len(specs) >= len(all_trained) else _penalty(model, all_trained)
+    return _Terms(
+        shares=[shares.get(s.index, zero) for s in all_trained],
+        regularization=regularization / _replicas(),
+        logged_penalty=logged,
+        batches=batches,
+        batch=_batch_size(x),
+        features=features,
+        counts=tf.stack([counts.get(s.index, zero) for s in all_trained]),
     )
-    counts = tf.stack(totals[:-1]) if model._weighting is not None else None
-    return _Terms(shares, regularization, batches, batch, totals[-1], features, counts)
 
 
 def _replicas():
@@ -227,9 +255,9 @@ def _replicas():
 def _context(model, counts=None):
     return weighting_module.Context(
         step=tf.convert_to_tensor(model.step_counter),
-        seed=model._seed,
+        seed=model._mtl.seed,
         # Keras resets the metrics at the start of every epoch.
-        epoch_start=tf.equal(model._mtl_loss_tracker.count, 0.0),
+        epoch_start=model._mtl.metrics.epoch_started(),
         present=None if counts is None else counts > 0,
     )
 
@@ -248,28 +276,28 @@ def _restore_state_unless(condition, method):
     return restore
 
 
-def _record(model, loss, terms, weights=None):
+def _record(model, terms, weights=None):
     """Updates the loss trackers, metrics and logged task weights."""
-    model._mtl_loss_tracker.update_state(loss * terms.global_batch, terms.batch)
+    model._mtl.metrics.record_regularization(terms.logged_penalty, terms.batch)
     for b in terms.batches:
         if b.spec.trained:
-            b.spec.loss_tracker.update_state(b.loss_sum, b.count)
-        tasks.update_metrics(b.spec, b.y_clean, b.y_pred, b.weights)
+            b.spec.loss_tracker.update_state(*b.tracked)
+        tasks.update_metrics(b.spec, b.y_clean, b.y_pred, b.weights, b.count)
     if weights is not None:
-        trained = [b.spec for b in terms.batches if b.spec.trained]
+        trained = model._mtl.trained
         for spec, w in zip(trained, tf.unstack(tf.reshape(weights, [len(trained)]))):
             spec.weight_tracker.update_state(w * spec.weight)
 
 
 def _alternating_replica_step(model, spec, data):
     """Replica fn: one update of task `spec` (trunk + its head only)."""
-    optimizer = model._mtl_optimizers.by_task[spec.name]
+    optimizer = model._mtl.optimizers.by_task[spec.name]
     variables = task_variables(model, spec)
-    method = model._weighting
+    method = model._mtl.weighting
     weight = None
     with tf.GradientTape() as tape:
         terms = _terms(model, [spec], data, True)
-        share = terms.shares[0]
+        share = terms.shares[spec.index]
         if method is None:
             loss = share + terms.regularization
         else:
@@ -279,21 +307,23 @@ def _alternating_replica_step(model, spec, data):
         scaled = optimizer.scale_loss(loss)
     # With gradient accumulation, `iterations` advances on real updates only.
     updates_before = tf.identity(optimizer.iterations)
-    optimizer.apply(tape.gradient(scaled, variables), variables)
-    _record(model, loss, terms, weight)
+    _apply(optimizer, tape.gradient(scaled, variables), variables)
+    _record(model, terms)
+    if weight is not None:
+        spec.weight_tracker.update_state(weight * spec.weight)
     spec.update_counter.update_state(optimizer.iterations - updates_before)
 
 
 def _joint_replica_step(model, data):
     """Replica fn: one update of every trained task at once."""
-    method = model._weighting
+    method = model._mtl.weighting
     if isinstance(method, weighting_module.GradientWeighting):
         return _gradient_weighted_replica_step(model, data)
-    optimizer = model.optimizer
+    optimizer = model._mtl.optimizers.shared
     variables = joint_variables(model)
     weights = None
     with tf.GradientTape() as tape:
-        terms = _terms(model, model._trained_specs, data, True)
+        terms = _terms(model, model._mtl.trained, data, True)
         shares = tf.stack(terms.shares)
         if method is None:
             loss = tf.reduce_sum(shares) + terms.regularization
@@ -310,14 +340,14 @@ def _joint_replica_step(model, data):
             if extra is not None:
                 loss += tf.where(all_present, extra, 0.0) / _replicas()
         scaled = optimizer.scale_loss(loss)
-    optimizer.apply(tape.gradient(scaled, variables), variables)
+    _apply(optimizer, tape.gradient(scaled, variables), variables)
     if method is not None:
         if method.needs_losses_after_update:
             # The same batch's losses after the update (e.g. FAMO), no dropout.
-            after = _terms(model, model._trained_specs, data, False)
+            after = _terms(model, model._mtl.trained, data, False)
             method.after_update(losses, _all_reduce_sum(tf.stack(after.shares)), context)
         restore()
-    _record(model, loss, terms, weights)
+    _record(model, terms, weights)
 
 
 def _gradient_weighted_replica_step(model, data):
@@ -329,12 +359,12 @@ def _gradient_weighted_replica_step(model, data):
     result equals single-device training. Heads get their own task's
     gradient; regularization is added unchanged.
     """
-    method = model._weighting
-    optimizer = model.optimizer
+    method = model._mtl.weighting
+    optimizer = model._mtl.optimizers.shared
     trunk = list(model.trunk.trainable_variables)
-    heads = [v for s in model._trained_specs for v in s.head.trainable_variables]
+    heads = [v for s in model._mtl.trained for v in s.head.trainable_variables]
     with tf.GradientTape(persistent=True) as tape:
-        terms = _terms(model, model._trained_specs, data, True)
+        terms = _terms(model, model._mtl.trained, data, True)
         shares = optimizer.scale_loss(tf.stack(terms.shares))
         task_shares = tf.unstack(shares)  # sliced under the tape, so each is differentiable
         plain = tf.reduce_sum(shares) + optimizer.scale_loss(terms.regularization)
@@ -344,14 +374,17 @@ def _gradient_weighted_replica_step(model, data):
     restore = _restore_state_unless(all_present, method)
     task_count = len(terms.shares)
     if method.gradients == "representation":
-        rows = [
-            tf.reshape(tape.gradient(task_shares[t], terms.features), [-1])
-            for t in range(task_count)
-        ]
+        rows = []
+        for t in range(task_count):
+            g = tape.gradient(task_shares[t], terms.features)
+            rows.append(tf.reshape(tf.zeros_like(terms.features) if g is None else g, [-1]))
         matrix = tf.stack(rows)
         gram = _all_reduce_sum(tf.matmul(matrix, matrix, transpose_b=True))
         coefficients = _fallback(all_present, method.coefficients(gram, losses, context))
-        trunk_grads = tape.gradient(shares, trunk, output_gradients=coefficients)
+        trunk_grads = tape.gradient(
+            shares, trunk, output_gradients=coefficients,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
     else:
         rows = []
         for t in range(task_count):
@@ -371,10 +404,9 @@ def _gradient_weighted_replica_step(model, data):
     trunk_grads = [g if p is None else g + p for g, p in zip(trunk_grads, penalty)]
     head_grads = tape.gradient(plain, heads)
     del tape
-    optimizer.apply(trunk_grads + head_grads, trunk + heads)
+    _apply(optimizer, trunk_grads + head_grads, trunk + heads)
     restore()
-    loss = tf.reduce_sum(tf.stack(terms.shares)) + terms.regularization
-    _record(model, loss, terms, coefficients)
+    _record(model, terms, coefficients)
 
 
 def _fallback(all_present, coefficients):
@@ -403,9 +435,12 @@ def _alternating_step(model, data):
     else:
         present = strategy.run(functools.partial(_available_tasks, model), args=(data,))
         available = strategy.experimental_local_results(present)[0]
-    task = model._sampler.sample(model.step_counter, model._seed, available, uniforms)
+    task = model._mtl.sampler.sample(model.step_counter, model._mtl.seed, available, uniforms)
+    labels = unpack(data)[1]
 
     def branch(spec):
+        if labels.get(spec.name) is None:
+            return lambda: None  # never drawn: the batch has no labels for it
         step = functools.partial(_alternating_replica_step, model, spec)
         return lambda: strategy.run(step, args=(data,))
 
@@ -414,7 +449,7 @@ def _alternating_step(model, data):
     # step's graph. Keeping it a function call (private TF API) made the
     # seed benchmark's alternating step ~5% faster but the wide one ~15%
     # slower, so the public, lowered form stays (benchmarks/RESULTS.md).
-    tf.switch_case(task, [branch(s) for s in model._trained_specs] + [lambda: None])
+    tf.switch_case(task, [branch(s) for s in model._mtl.trained] + [lambda: None])
     model.step_counter.assign_add(1)
 
 
@@ -427,8 +462,8 @@ def _joint_step(model, data):
 def evaluation_step(model, data):
     """Replica fn for `evaluate()`: every task's loss and metrics, no update.
 
-    The loss is the static `loss_weights` sum, whatever `weighting` trains.
+    Every task whose labels the batch holds is evaluated, trained or not;
+    the logged `loss` is the static `loss_weights` sum of the trained tasks
+    (see `keras_mtl/tasks.py`), whatever `weighting` trains.
     """
-    terms = _terms(model, model._evaluated_specs(unpack(data)[1]), data, False)
-    loss = tf.add_n(terms.shares) + terms.regularization
-    _record(model, loss, terms)
+    _record(model, _terms(model, model._mtl.specs, data, False))

@@ -163,7 +163,7 @@ def test_label_shape_mismatch_names_task_and_shapes():
     x, y = regression_data(n=16)
     model = _model()
     model.compile(loss="mse")
-    with pytest.raises(ValueError, match=r"task 'y2' have shape \(None, 3\).*head outputs \(None, 20\)"):
+    with pytest.raises(ValueError, match=r"task 'y2' have shape \(batch, 3\).*head outputs \(batch, 20\)"):
         model.fit(x, {"y1": y["y1"], "y2": y["y2"][:, :3]}, verbose=0)
 
 

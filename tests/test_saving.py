@@ -115,7 +115,7 @@ def test_loss_weights_survive_saving(tmp_path):
     path = os.path.join(tmp_path, "m.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert {s.name: s.weight for s in loaded._task_specs} == {"a": 0.5, "b": 2.0}
+    assert loaded.get_compile_config()["loss_weights"] == {"a": 0.5, "b": 2.0}
 
 
 def test_summary_shows_trunk_and_heads(capsys):

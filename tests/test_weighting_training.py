@@ -161,7 +161,7 @@ def _model(method, **compile_kwargs):
 
 
 def _weighting_state(model):
-    return [v.numpy() for v in model._weighting.variables]
+    return [v.numpy() for v in model.weighting.variables]
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -177,8 +177,8 @@ def test_fit_save_load_fit_equals_uninterrupted_fit(name, tmp_path):
     path = os.path.join(tmp_path, "m.keras")
     first.save(path)
     loaded = keras.models.load_model(path)
-    assert type(loaded._weighting) is type(first._weighting)
-    assert loaded._weighting.get_config() == first._weighting.get_config()
+    assert type(loaded.weighting) is type(first.weighting)
+    assert loaded.weighting.get_config() == first.weighting.get_config()
     assert_same_arrays(_weighting_state(loaded), _weighting_state(first))
     loaded.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
 
@@ -216,10 +216,10 @@ def test_step_where_a_task_has_no_labels_uses_the_static_sum_and_keeps_state(nam
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)  # state moves
     # Non-trainable state: the method's own (trainable variables, such as
     # Uncertainty's, get a zero gradient; the optimizer's momentum may move them).
-    state = [v.numpy() for v in model._weighting.non_trainable_variables]
+    state = [v.numpy() for v in model.weighting.non_trainable_variables]
     history = model.fit(x, {"a": y["a"], "b": None}, batch_size=8, epochs=1,
                         shuffle=False, verbose=0).history
-    assert_same_arrays([v.numpy() for v in model._weighting.non_trainable_variables], state,
+    assert_same_arrays([v.numpy() for v in model.weighting.non_trainable_variables], state,
                        exact=True)
     assert history["a_weight"] == [1.0] and history["b_weight"] == [2.0]
     assert np.isfinite(history["loss"][0])
@@ -242,7 +242,7 @@ def test_alternating_mode_accepts_uncertainty():
     model = _model(weighting.Uncertainty(), mode="alternating")
     history = model.fit(x, y, batch_size=8, epochs=2, verbose=0).history
     assert all(np.isfinite(history["loss"]))
-    assert any(float(s.numpy()) != 0.0 for s in model._weighting.log_variances)
+    assert any(float(s.numpy()) != 0.0 for s in model.weighting.log_variances)
 
 
 @pytest.mark.parametrize("name", sorted(set(METHODS) - {"Uncertainty", "MGDA-parameters"}))
