@@ -17,6 +17,11 @@ there rather than silently elsewhere.
   in; an optimizer made outside the model's `strategy.scope()` fails later
   with an obscure error, so it is refused up front.
 * `Trainer._maybe_symbolic_build`: overridden by `TrainerHooks` below.
+* The contract between Keras's `fit()`/`evaluate()` and the functions that
+  `make_train_function()`/`make_test_function()` return (an iterator in, the
+  last step's logs out, `StopIteration` at the end of the data), which
+  `keras_mtl/_execution.py` implements: public method names, but the
+  contract itself is Keras's internal business.
 """
 
 from keras.src.trainers.compile_utils import MetricsList  # noqa: F401

@@ -79,8 +79,19 @@ class SavingMixin:
     def frozen_layers(self):
         """The paths of the frozen (`trainable=False`) trunk and head layers.
 
+        They are saved in the model's config, so a loaded model trains the
+        same weights.
+
         Returns:
             List of str such as `["trunk", "heads/a/output"]`.
+
+        Example:
+
+        >>> import keras_mtl
+        >>> model = keras_mtl.MultiTaskModel([8], {"a": 1, "b": 1})
+        >>> model.trunk.trainable = False
+        >>> model.frozen_layers()
+        ['trunk', 'trunk/dense_0']
         """
         return [path for path, layer in self._layers_by_path() if not layer.trainable]
 

@@ -10,6 +10,7 @@ from keras_mtl import _keras_internals
 from keras_mtl import _saving
 from keras_mtl import _standardize
 from keras_mtl import export as export_module
+from keras_mtl import _optimizer_setup
 from keras_mtl import optimizers as optimizers_module
 from keras_mtl import samplers as samplers_module
 from keras_mtl import tasks as tasks_module
@@ -208,7 +209,7 @@ class MultiTaskModel(_keras_internals.TrainerHooks, _saving.SavingMixin, keras.M
         if self._mtl is not None:
             # Optimizer state must exist before anything loads it (e.g.
             # BackupAndRestore at the start of fit(), or load_weights).
-            optimizers_module.build_optimizers(self)
+            _optimizer_setup.build_optimizers(self)
 
     def _build_for(self, input_shape):
         """Builds the model for inputs of `input_shape` (any batch size)."""
@@ -435,9 +436,9 @@ class MultiTaskModel(_keras_internals.TrainerHooks, _saving.SavingMixin, keras.M
         if alternating:
             bound_sampler = samplers_module.get(sampler if sampler is not None else "uniform")
             bound_sampler = bound_sampler.bind(trained)
-        own_optimizers = optimizers_module.resolve_task_optimizers(task_optimizers, optimizer, specs)
+        own_optimizers = _optimizer_setup.resolve_task_optimizers(task_optimizers, optimizer, specs)
         if alternating:
-            optimizers_module.check_alternating_features(
+            _optimizer_setup.check_alternating_features(
                 keras.optimizers.get(optimizer), own_optimizers, trained
             )
         seed = _checks.resolve_seed(seed)
@@ -450,15 +451,15 @@ class MultiTaskModel(_keras_internals.TrainerHooks, _saving.SavingMixin, keras.M
             own_optimizers = {
                 t: keras.optimizers.LossScaleOptimizer(o) for t, o in own_optimizers.items()
             }
-        state = optimizers_module.OptimizerState(
+        state = _optimizer_setup.OptimizerState(
             shared, own_optimizers, trained, given_order=list(task_optimizers or {})
         )
         if own_optimizers:
             # What Keras (callbacks, saving, fit's finalize) sees as the optimizer.
             self.optimizer = optimizers_module.TaskOptimizers(shared, own_optimizers)
             self.optimizer.set_builder(
-                lambda: optimizers_module.build_optimizers(self),
-                lambda optimizer: optimizers_module.variables_of(self, optimizer),
+                lambda: _optimizer_setup.build_optimizers(self),
+                lambda optimizer: _optimizer_setup.variables_of(self, optimizer),
             )
         if method is not None:
             for spec in specs:
@@ -469,7 +470,7 @@ class MultiTaskModel(_keras_internals.TrainerHooks, _saving.SavingMixin, keras.M
         self._mtl = _Compiled(mode, int(seed), bound_sampler, specs, method, state, config)
         self._training_ready = False
         if self.built:
-            optimizers_module.build_optimizers(self)
+            _optimizer_setup.build_optimizers(self)
 
     def get_compile_config(self):
         if self._mtl is None:
@@ -604,7 +605,7 @@ class MultiTaskModel(_keras_internals.TrainerHooks, _saving.SavingMixin, keras.M
         if not self.built:
             x = data_or_spec[0] if isinstance(data_or_spec, (tuple, list)) else data_or_spec
             self._build_for(x.shape)
-        optimizers_module.build_optimizers(self)
+        _optimizer_setup.build_optimizers(self)
         self._training_ready = True
 
     def make_train_function(self, force=False):
@@ -737,7 +738,7 @@ class MultiTaskModel(_keras_internals.TrainerHooks, _saving.SavingMixin, keras.M
                 *_split_validation(validation_data), "validation_data", validation_steps
             )
         if self.built:
-            optimizers_module.build_optimizers(self)
+            _optimizer_setup.build_optimizers(self)
             self._check_trainable_state("fit")
         keeper = self._untrained_heads_keeper()
         if keeper is not None:
@@ -763,7 +764,7 @@ class MultiTaskModel(_keras_internals.TrainerHooks, _saving.SavingMixin, keras.M
         """
         shared = self._mtl.optimizers.shared
         untrained = [s.head for s in self._mtl.specs if not s.trained]
-        if shared is None or not optimizers_module.uses_ema(shared) or not untrained:
+        if shared is None or not _optimizer_setup.uses_ema(shared) or not untrained:
             return None
         return _KeepVariables([v for head in untrained for v in head.trainable_variables])
 
@@ -830,7 +831,7 @@ class MultiTaskModel(_keras_internals.TrainerHooks, _saving.SavingMixin, keras.M
         x, y, sample_weight = self._standardize(
             x, y, sample_weight, "train_on_batch", class_weight=class_weight
         )
-        optimizers_module.build_optimizers(self)
+        _optimizer_setup.build_optimizers(self)
         self._check_trainable_state("train_on_batch")
         return super().train_on_batch(x, y, sample_weight=sample_weight, return_dict=return_dict)
 

@@ -18,9 +18,10 @@ KERAS_PROTOCOL = {
     "build", "call", "get_config", "from_config", "compute_output_shape", "save_own_variables",
     "load_own_variables", "make_train_function", "test_step", "update_state", "result",
     "reset_state", "get_compile_config", "compile_from_config", "on_epoch_end",
-    "on_train_batch_end", "set_model", "reset_metrics", "train_step",
+    "on_train_batch_end", "set_model", "reset_metrics", "train_step", "make_test_function",
 }
-MODULES = [keras_mtl.samplers, keras_mtl.data, keras_mtl.weighting, keras_mtl.callbacks]
+MODULES = [keras_mtl.samplers, keras_mtl.data, keras_mtl.optimizers, keras_mtl.weighting,
+           keras_mtl.callbacks]
 
 
 def _public_objects():
@@ -37,10 +38,13 @@ def _public_objects():
                 seen[f"{module.__name__}.{name}"] = obj
     for qualname, obj in list(seen.items()):
         if inspect.isclass(obj):
-            for name, member in vars(obj).items():
-                if name.startswith("_") or name in KERAS_PROTOCOL or not inspect.isfunction(member):
-                    continue
-                seen[f"{qualname}.{name}"] = member
+            # Its own methods and those of keras_mtl's mixins it inherits.
+            owners = [c for c in obj.__mro__ if c.__module__.startswith("keras_mtl")]
+            for owner in reversed(owners):
+                for name, member in vars(owner).items():
+                    if name.startswith("_") or name in KERAS_PROTOCOL or not inspect.isfunction(member):
+                        continue
+                    seen[f"{qualname}.{name}"] = member
     return seen
 
 

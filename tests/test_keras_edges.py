@@ -238,6 +238,20 @@ def test_sum_reduction_loss_sums_over_the_batch():
     assert sum_loss == pytest.approx(16 * mean_loss, rel=1e-5)
 
 
+def test_mean_with_sample_weight_reduction_divides_by_the_present_weights():
+    x, y = _data(n=16)
+    weights = np.linspace(0.5, 4.0, 16).astype("float32")
+    weights[::4] = 0.0  # four missing labels
+    model = _model()
+    model.compile(optimizer=keras.optimizers.SGD(0.0),
+                  loss={"a": keras.losses.MeanSquaredError(reduction="mean_with_sample_weight"),
+                        "b": "mse"})
+    logs = model.evaluate(x, y, sample_weight={"a": weights}, batch_size=16,
+                          return_dict=True, verbose=0)
+    errors = (model.predict(x, verbose=0)["a"] - y["a"])[:, 0] ** 2
+    assert logs["a_loss"] == pytest.approx(float((weights * errors).sum() / weights.sum()), rel=1e-5)
+
+
 # Guards for the fixes of 10(a) and 10(b) (they already pass before them):
 # accepting reduction="sum" must not let unreduced losses in, and accepting
 # function losses with class-id labels must not loosen built-in dense losses.

@@ -1,9 +1,11 @@
 """Saving, loading and exact resume restore everything, training included."""
 
+import io
 import json
 import os
 import zipfile
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -207,3 +209,21 @@ def test_file_from_a_newer_layout_gives_a_clear_error(tmp_path):
             dst.writestr(item, data)
     with pytest.raises(ValueError, match="newer keras_mtl.*format 99.*Upgrade keras_mtl"):
         keras.models.load_model(newer)
+
+
+def test_weighting_state_of_a_0_1_0_file_loads_and_saves_under_a_public_name(tmp_path):
+    data = os.path.join(os.path.dirname(__file__), "data")
+    expected = np.load(os.path.join(data, "legacy_0_1_0_weighting.expected.npz"))
+    model = keras.models.load_model(os.path.join(data, "legacy_0_1_0_weighting.keras"))
+    state = [v.numpy() for v in model.weighting.log_variances]
+    np.testing.assert_array_equal(state, expected["log_variances"])
+    assert int(model.optimizer.iterations.numpy()) == int(expected["optimizer_iterations"])
+
+    path = os.path.join(tmp_path, "again.keras")
+    model.save(path)
+    with zipfile.ZipFile(path) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as f:
+        groups = []
+        f.visit(groups.append)
+    assert "weighting" in groups and not any(g.startswith("_") for g in groups)
+    again = keras.models.load_model(path)
+    np.testing.assert_array_equal([v.numpy() for v in again.weighting.log_variances], state)
