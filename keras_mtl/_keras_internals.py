@@ -45,14 +45,15 @@ def optimizer_strategy(optimizer):
     return getattr(optimizer, "_distribution_strategy", None)
 
 
-def set_lower_is_better(metric):
-    """Tells Keras's monitor callbacks that lower values of `metric` are better.
+def set_direction(metric, direction):
+    """Tells Keras's monitor callbacks whether higher (`"up"`) or lower
+    (`"down"`) values of `metric` are better.
 
     `EarlyStopping`, `ModelCheckpoint` and `ReduceLROnPlateau` with
-    `mode="auto"` read a metric's private `_direction` ("up"/"down") to
-    decide; without it they raise for a monitored `<task>_loss`.
+    `mode="auto"` read a metric's private `_direction` to decide; without it
+    they raise for a monitored `<task>_loss` or `<task>_accuracy`.
     """
-    metric._direction = "down"
+    metric._direction = direction
 
 
 class TrainerHooks:

@@ -42,7 +42,7 @@ class LossTracker(keras.metrics.Metric):
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
         # Lets EarlyStopping / ModelCheckpoint infer mode="min" for
         # monitor="val_<task>_loss".
-        _keras_internals.set_lower_is_better(self)
+        _keras_internals.set_direction(self, "down")
 
     def update_state(self, total, count):
         self.total.assign_add(tf.cast(total, self.dtype))
@@ -224,7 +224,12 @@ def _crossentropy(y_true, y_pred):
     return keras.metrics.categorical_crossentropy(y_true, y_pred)
 
 
-_BY_SHAPE = {"accuracy": _accuracy, "acc": _accuracy, "crossentropy": _crossentropy, "ce": _crossentropy}
+# Metric names resolved by the shapes of labels and outputs, with the
+# direction Keras's monitor callbacks need (as its own classes declare).
+_BY_SHAPE = {
+    "accuracy": (_accuracy, "up"), "acc": (_accuracy, "up"),
+    "crossentropy": (_crossentropy, "down"), "ce": (_crossentropy, "down"),
+}
 
 
 def _resolve_metric(task, identifier, claimed):
@@ -236,8 +241,10 @@ def _resolve_metric(task, identifier, claimed):
     without copying in this compile.
     """
     if isinstance(identifier, str) and identifier.lower() in _BY_SHAPE:
-        fn = _BY_SHAPE[identifier.lower()]
-        return keras.metrics.MeanMetricWrapper(fn, name=f"{task}_{identifier}")
+        fn, direction = _BY_SHAPE[identifier.lower()]
+        metric = keras.metrics.MeanMetricWrapper(fn, name=f"{task}_{identifier}")
+        _keras_internals.set_direction(metric, direction)
+        return metric
     if isinstance(identifier, keras.metrics.Metric):
         base = _ORIGINAL_NAMES.get(identifier, identifier.name)
         copy = _copy_metric(identifier, f"{task}_{base}")

@@ -204,11 +204,11 @@ def test_empty_inputs_are_rejected():
         model.fit(empty, verbose=0)
 
 
-def test_class_weight_points_to_sample_weight():
+def test_class_weight_must_be_keyed_by_task():
     x, y = regression_data(n=16)
     model = _model()
     model.compile(loss="mse")
-    with pytest.raises(ValueError, match="sample_weight=\\{task: weights\\}"):
+    with pytest.raises(ValueError, match="class_weight` must be a dict keyed by task.*'y1'"):
         model.fit(x, y, class_weight={0: 1.0}, verbose=0)
 
 

@@ -18,7 +18,7 @@ def test_monitor_callbacks_read_direction_inside_metrics_lists():
     source = inspect.getsource(keras.callbacks.EarlyStopping._set_monitor_op)
     assert "MetricsList" in source and "_direction" in source
     metric = keras.metrics.Mean(name="a_loss")
-    _keras_internals.set_lower_is_better(metric)
+    _keras_internals.set_direction(metric, "down")
     model = keras_mtl.MultiTaskModel([4], {"a": 1})
     model.compile(loss="mse")
     stopper = keras.callbacks.EarlyStopping(monitor="val_a_loss")
