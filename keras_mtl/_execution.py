@@ -48,11 +48,15 @@ def _spec_of(value):
     return tf.TensorSpec(shape, tensor.dtype)
 
 
-def make_train_function(model):
+def make_train_function(model, custom_step=True):
     """Builds `model.train_function(iterator) -> logs` for `fit()`.
 
     Args:
         model: A compiled `MultiTaskModel`.
+        custom_step: Whether `model.train_step` is overridden. If not, the
+            steps of an execution run the update alone and the logs are read
+            once after them (what the default `train_step` would return at
+            the last step), which saves reading every metric at every step.
 
     Returns:
         A function taking a `tf.data`/distributed iterator (or a Python
@@ -65,7 +69,10 @@ def make_train_function(model):
 
     def step(data, draws=None):
         with training.precomputed_draws(draws):
-            return _as_tensors(model.train_step(data))
+            if custom_step:
+                return _as_tensors(model.train_step(data))
+            training.update(model, data)
+            return tf.constant(0)
 
     def draws_for(count):
         if not alternating:
@@ -74,10 +81,13 @@ def make_train_function(model):
         return _random.uniform(model._mtl.seed, steps, task_count)
 
     draws_spec = tf.TensorSpec([task_count], tf.float32) if alternating else None
-    return _make_function(model, step, draws_for, draws_spec, jit_compile=bool(model.jit_compile))
+    return _make_function(
+        model, step, draws_for, draws_spec, jit_compile=bool(model.jit_compile),
+        logs_after=None if custom_step else model._training_logs,
+    )
 
 
-def make_test_function(model):
+def make_test_function(model, custom_step=True):
     """Builds `model.test_function(iterator) -> logs` for `evaluate()`.
 
     Keras's own calls `test_step` in each replica and traces it with
@@ -87,25 +97,38 @@ def make_test_function(model):
 
     Args:
         model: A compiled `MultiTaskModel`.
+        custom_step: Whether `model.test_step` is overridden (see
+            `make_train_function`).
 
     Returns:
         A function with the contract of `make_train_function`'s.
     """
     strategy = model.distribute_strategy
 
+    def replica_step(data):
+        if custom_step:
+            return _as_tensors(model.test_step(data))
+        training.evaluation_step(model, data)
+        return tf.constant(0)
+
     def step(data, draws=None):
         if model._mtl_strategy is None:
-            return _as_tensors(model.test_step(data))
-        outputs = strategy.run(model.test_step, args=(data,))
+            return replica_step(data)
+        outputs = strategy.run(replica_step, args=(data,))
+        if not custom_step:
+            return tf.constant(0)
         # Metric results are synchronized: every replica holds the same value.
         return tf.nest.map_structure(
             lambda v: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None), outputs
         )
 
-    return _make_function(model, step, lambda count: None, None, jit_compile=False)
+    return _make_function(
+        model, step, lambda count: None, None, jit_compile=False,
+        logs_after=None if custom_step else model.get_metrics_result,
+    )
 
 
-def _make_function(model, step, draws_for, draws_spec, jit_compile):
+def _make_function(model, step, draws_for, draws_spec, jit_compile, logs_after=None):
     """Runs `steps_per_execution` calls of `step(data, draws)` per call.
 
     Args:
@@ -114,6 +137,8 @@ def _make_function(model, step, draws_for, draws_spec, jit_compile):
         draws_for: `count -> [count, T]` draws for an execution, or `None`.
         draws_spec: The `TensorSpec` of one step's draws, or `None`.
         jit_compile: Whether to compile each step with XLA (one device).
+        logs_after: Optional function returning the logs, called once after
+            the steps instead of returning the last step's.
 
     Returns:
         The function Keras's fit()/evaluate() call with an iterator.
@@ -134,10 +159,13 @@ def _make_function(model, step, draws_for, draws_spec, jit_compile):
         outputs = traced.get_concrete_function(element_spec, draws_spec).structured_outputs
         return tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), outputs)
 
+    def finish(done, logs):
+        return done, logs if logs_after is None else logs_after()
+
     @tf.autograph.experimental.do_not_convert
     def run_steps(iterator):
         if spe == 1:
-            return tf.constant(1), compiled_step(iterator.get_next())
+            return finish(tf.constant(1), compiled_step(iterator.get_next()))
         draws = draws_for(spe)
 
         def run(optional, done):
@@ -151,7 +179,7 @@ def _make_function(model, step, draws_for, draws_spec, jit_compile):
                     break
                 logs = run(optional, done)
                 done += 1
-            return tf.constant(done), logs
+            return finish(tf.constant(done), logs)
 
         spec = output_spec(iterator.element_spec)
         empty = tf.nest.map_structure(
@@ -172,7 +200,7 @@ def _make_function(model, step, draws_for, draws_spec, jit_compile):
                 tf.TensorShape([]), None, tf.nest.map_structure(lambda s: s.shape, spec),
             ],
         )
-        return done, logs
+        return finish(done, logs)
 
     if not model.run_eagerly:
         run_steps = tf.function(run_steps)
@@ -195,6 +223,6 @@ def _make_function(model, step, draws_for, draws_spec, jit_compile):
             logs = compiled_step(data)
         if logs is None:
             raise StopIteration
-        return logs
+        return logs if logs_after is None else logs_after()
 
     return function

@@ -611,13 +611,15 @@ class MultiTaskModel(_keras_internals.TrainerHooks, _saving.SavingMixin, keras.M
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
             return self.train_function
-        self.train_function = _execution.make_train_function(self)
+        custom = type(self).train_step is not MultiTaskModel.train_step
+        self.train_function = _execution.make_train_function(self, custom_step=custom)
         return self.train_function
 
     def make_test_function(self, force=False):
         if self.test_function is not None and not force:
             return self.test_function
-        self.test_function = _execution.make_test_function(self)
+        custom = type(self).test_step is not MultiTaskModel.test_step
+        self.test_function = _execution.make_test_function(self, custom_step=custom)
         return self.test_function
 
     def train_step(self, data):

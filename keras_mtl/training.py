@@ -95,12 +95,17 @@ def train_step(model, data):
     Returns:
         Dict of logs (metric results).
     """
+    update(model, data)
+    return model._training_logs()
+
+
+def update(model, data):
+    """The update of one training step (joint or alternating), without logs."""
     model._prepare_training(data)
     if model.mode == "alternating":
         _alternating_step(model, data)
     else:
         _joint_step(model, data)
-    return model._training_logs()
 
 
 def unpack(data):

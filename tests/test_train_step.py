@@ -89,3 +89,29 @@ def test_overridden_train_step_under_mirrored_strategy(mirrored_strategy, mode):
         model.compile(optimizer="sgd", loss="mse", mode=mode, steps_per_execution=2, seed=0)
     history = model.fit(x, y, batch_size=16, verbose=0, shuffle=False).history
     assert history["twice_loss"] == pytest.approx([2.0 * history["loss"][0]], rel=1e-6)
+
+
+class EvalLogging(keras_mtl.MultiTaskModel):
+    """Overrides test_step (in each replica, as in Keras) and adds a log."""
+
+    def test_step(self, data):
+        logs = super().test_step(data)
+        return {**logs, "half_loss": 0.5 * logs["loss"]}
+
+
+@pytest.mark.parametrize("spe", [1, 3])
+def test_evaluate_returns_the_logs_of_an_overridden_test_step(spe):
+    x, y = regression_data(n=48, units=(1, 1))
+    model = EvalLogging([8], {"y1": 1, "y2": 1})
+    model.compile(optimizer="sgd", loss="mse", steps_per_execution=spe)
+    logs = model.evaluate(x, y, batch_size=8, return_dict=True, verbose=0)
+    assert logs["half_loss"] == pytest.approx(0.5 * logs["loss"], rel=1e-6)
+
+
+def test_overridden_test_step_under_mirrored_strategy(mirrored_strategy):
+    x, y = regression_data(n=64, units=(1, 1))
+    with mirrored_strategy.scope():
+        model = EvalLogging([8], {"y1": 1, "y2": 1})
+        model.compile(optimizer="sgd", loss="mse", steps_per_execution=2)
+    logs = model.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    assert logs["half_loss"] == pytest.approx(0.5 * logs["loss"], rel=1e-6)
