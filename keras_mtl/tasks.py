@@ -206,22 +206,35 @@ def _copy_metric(metric, name):
     return copy if isinstance(copy, keras.metrics.Metric) else None
 
 
+def _label_kind(y_true, y_pred):
+    """`"binary"`, `"ids"` (class ids) or `"one_hot"`, read from the shapes."""
+    if y_pred.shape[-1] == 1:
+        return "binary"
+    if y_true.shape.rank < y_pred.shape.rank or y_true.shape[-1] == 1:
+        return "ids"
+    return "one_hot"
+
+
+_ACCURACY = {
+    "binary": keras.metrics.binary_accuracy,
+    "ids": keras.metrics.sparse_categorical_accuracy,
+    "one_hot": keras.metrics.categorical_accuracy,
+}
+_CROSSENTROPY = {
+    "binary": keras.metrics.binary_crossentropy,
+    "ids": keras.metrics.sparse_categorical_crossentropy,
+    "one_hot": keras.metrics.categorical_crossentropy,
+}
+
+
 def _accuracy(y_true, y_pred):
     """Accuracy of the kind the shapes say: binary, class ids or one-hot."""
-    if y_pred.shape[-1] == 1:
-        return keras.metrics.binary_accuracy(y_true, y_pred)
-    if y_true.shape.rank < y_pred.shape.rank or y_true.shape[-1] == 1:
-        return keras.metrics.sparse_categorical_accuracy(y_true, y_pred)
-    return keras.metrics.categorical_accuracy(y_true, y_pred)
+    return _ACCURACY[_label_kind(y_true, y_pred)](y_true, y_pred)
 
 
 def _crossentropy(y_true, y_pred):
     """Crossentropy of the kind the shapes say: binary, class ids or one-hot."""
-    if y_pred.shape[-1] == 1:
-        return keras.metrics.binary_crossentropy(y_true, y_pred)
-    if y_true.shape.rank < y_pred.shape.rank or y_true.shape[-1] == 1:
-        return keras.metrics.sparse_categorical_crossentropy(y_true, y_pred)
-    return keras.metrics.categorical_crossentropy(y_true, y_pred)
+    return _CROSSENTROPY[_label_kind(y_true, y_pred)](y_true, y_pred)
 
 
 # Metric names resolved by the shapes of labels and outputs, with the
