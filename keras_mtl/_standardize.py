@@ -48,10 +48,11 @@ def _inputs(model, x, method):
                 "them as numbers first."
             )
         return x.to_numpy(dtype="float32")
-    if isinstance(x, (list, tuple)) and x and not isinstance(x[0], numbers.Number):
-        x = _too_many_inputs(model, x, method)
-    if isinstance(x, dict):
-        _too_many_inputs(model, x, method)
+    several = isinstance(x, (list, tuple)) and any(
+        isinstance(v, _ARRAY_TYPES + (dict,)) or _is_dataframe(v) for v in x
+    )
+    if several or isinstance(x, dict):
+        _too_many_inputs(model, x, method)  # Keras reads these as several inputs
     if not isinstance(x, _ARRAY_TYPES):
         x = np.asarray(x)
     dtype = tf.as_dtype(x.dtype) if isinstance(x, tf.Tensor) else None
