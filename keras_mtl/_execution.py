@@ -9,7 +9,13 @@ the same contract around `model.train_step` called in cross-replica context:
 
 * each step calls `model.train_step(data)` (looked up on the model, so a
   subclass's override runs), and the execution returns what the last step
-  returned;
+  returned; when `train_step` is not overridden, the steps run the update
+  alone and the logs are read once after them (the same values, without
+  reading every metric at every step);
+* `evaluate()` gets the same treatment around `test_step`, which runs in each
+  replica as in Keras; unlike Keras's test function, it traces every
+  structure of batches exactly (no `reduce_retracing`), so label shapes that
+  change between calls are checked;
 * `steps_per_execution` steps run in one `tf.function`, in a `tf.while_loop`
   that stops early at the end of the data;
 * on one device each step is its own `tf.function` (with XLA when
