@@ -13,6 +13,11 @@ there rather than silently elsewhere.
   `Dropout`) keep their random generators. Keras's `save_own_variables`
   skips their state, so a restored model would draw other dropout masks than
   the run it resumes.
+* `Layer._flatten_layers` also gives any layer's direct sublayers (for the
+  paths of frozen layers: a custom layer has no public `layers`).
+* `tensor._keras_mask`: the mask a layer such as `Embedding(mask_zero=True)`
+  attaches to its output; Keras's own losses read it there to leave padded
+  timesteps out, and so do keras_mtl's task losses.
 * `optimizer._distribution_strategy`: the strategy an optimizer was created
   in; an optimizer made outside the model's `strategy.scope()` fails later
   with an obscure error, so it is refused up front.
@@ -24,6 +29,7 @@ there rather than silently elsewhere.
   contract itself is Keras's internal business.
 """
 
+import keras
 from keras.src.trainers.compile_utils import MetricsList  # noqa: F401
 
 
@@ -34,6 +40,21 @@ def seed_generator_states(layer):
     for sublayer in layer._flatten_layers(include_self=True):
         states += [g.state for g in getattr(sublayer, "_seed_generators", [])]
     return states
+
+
+def sublayers(layer):
+    """The direct sublayers of `layer`, in tracking order (any layer: a
+    `Model`'s `layers`, a custom layer's attributes; an `InputLayer` left out)."""
+    return [
+        sub for sub in layer._flatten_layers(include_self=False, recursive=False)
+        if not isinstance(sub, keras.layers.InputLayer)
+    ]
+
+
+def keras_mask(tensor):
+    """The Keras mask a layer attached to its output (e.g. after
+    `Embedding(mask_zero=True)`), or `None`."""
+    return getattr(tensor, "_keras_mask", None)
 
 
 def optimizer_strategy(optimizer):

@@ -107,9 +107,10 @@ def resolve_loss(task, identifier, units):
         return None
     if isinstance(identifier, str) and identifier.lower() in ("crossentropy", "ce"):
         if units != 1:
+            size = f"with {units} units" if units is not None else "of unknown output size"
             raise ValueError(
                 f"loss {identifier!r} for task {task!r} is ambiguous for a head "
-                f"with {units} units: use 'sparse_categorical_crossentropy' "
+                f"{size}: use 'sparse_categorical_crossentropy' "
                 "(integer class ids) or 'categorical_crossentropy' (one-hot)."
             )
         identifier = "binary_crossentropy"

@@ -63,18 +63,25 @@ def check_format_version(config):
         )
 
 
+def _walk(path, layer):
+    """`(path, layer)` for `layer` and, recursively, its sublayers; a path
+    names each sublayer (`name`, `name_1`... where names repeat)."""
+    yield path, layer
+    seen = {}
+    for sublayer in _keras_internals.sublayers(layer):
+        name = sublayer.name
+        seen[name] = seen.get(name, -1) + 1
+        yield from _walk(f"{path}/{name}" + (f"_{seen[name]}" if seen[name] else ""), sublayer)
+
+
 class SavingMixin:
     """Saving and restoring for `MultiTaskModel` (see the module docstring)."""
 
     def _layers_by_path(self):
-        """`(path, layer)` for the trunk, the heads and their layers."""
-        yield "trunk", self.trunk
-        for layer in self.trunk.layers:
-            yield f"trunk/{layer.name}", layer
-        for task, head in self.heads.items():
-            yield f"heads/{task}", head
-            for layer in head.hidden_layers + [head.output_layer]:
-                yield f"heads/{task}/{layer.name}", layer
+        """`(path, layer)` for the trunk, the heads and every layer inside them."""
+        roots = [("trunk", self.trunk)] + [(f"heads/{t}", h) for t, h in self.heads.items()]
+        for path, layer in roots:
+            yield from _walk(path, layer)
 
     def frozen_layers(self):
         """The paths of the frozen (`trainable=False`) trunk and head layers.

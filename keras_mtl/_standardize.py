@@ -3,8 +3,11 @@
 Every entry point takes the same forms, checked on every call before any
 step runs, with errors that name the task or argument:
 
-* `x`: one float array `(batch, features)` (NumPy, a tensor, a pandas
-  DataFrame of numeric columns), a `tf.data.Dataset` of `(x, y)` /
+* `x`: what the trunk takes (`keras_mtl/_inputs.py`): for the Dense
+  shortcut one float array `(batch, features)` (NumPy, a tensor, a pandas
+  DataFrame of numeric columns); for a trunk of your own arrays of any rank
+  and dtype, a dict of named inputs, or a DataFrame whose columns feed a
+  named-input trunk by name; or a `tf.data.Dataset` of `(x, y)` /
   `(x, y, sample_weight)`, or a generator / `keras.utils.PyDataset` (checked
   when its first batch is traced);
 * `y`: a dict `{task: labels}` or a pandas DataFrame with one column per
@@ -23,34 +26,94 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mtl import _checks
+from keras_mtl import _inputs as inputs_module
 from keras_mtl import _losses
 from keras_mtl import data as data_module
 
 _ARRAY_TYPES = (np.ndarray, tf.Tensor)
 
 
-def _is_dataframe(value):
-    return type(value).__name__ == "DataFrame" and hasattr(value, "columns")
-
-
-def _is_series(value):
-    return type(value).__name__ == "Series" and hasattr(value, "to_numpy")
+_is_dataframe = inputs_module._is_dataframe
+_is_series = inputs_module._is_series
 
 
 def _inputs(model, x, method):
-    """`x` as one array (batch, features), or a clear error."""
+    """`x` as the trunk takes it (checked), or a clear error."""
+    if model.trunk_units is not None:
+        return _dense_inputs(model, x, method)
+    declared = inputs_module.trunk_input_spec(model.trunk)
     if _is_dataframe(x):
-        non_numeric = [c for c, t in x.dtypes.items() if not np.issubdtype(t, np.number) and t != bool]
-        if non_numeric:
+        if isinstance(declared, dict):
+            return inputs_module.frame_to_inputs(x, declared, method)
+        return _numeric_frame(x, method)
+    if isinstance(x, dict):
+        x = {k: _array(v) for k, v in x.items()}
+        if isinstance(declared, dict):
+            missing = [k for k in declared if k not in x]
+            unknown = [k for k in x if k not in declared]
+            if missing or unknown:
+                raise ValueError(
+                    f"MultiTaskModel.{method}() received `x` with keys {sorted(x)}, but "
+                    f"the trunk takes the named inputs {sorted(declared)}"
+                    + (f"; missing: {missing}" if missing else "")
+                    + (f"; not inputs of the trunk: {unknown}" if unknown else "")
+                    + "."
+                )
+        elif declared is not None:
             raise ValueError(
-                f"MultiTaskModel.{method}() takes numeric features, but the "
-                f"DataFrame `x` has non-numeric columns {non_numeric}: encode "
-                "them as numbers first."
+                f"MultiTaskModel.{method}() received `x` as a dict with keys {sorted(x)}, "
+                "but the trunk does not take named inputs: pass its input as one array."
             )
-        return x.to_numpy(dtype="float32")
-    several = isinstance(x, (list, tuple)) and any(
-        isinstance(v, _ARRAY_TYPES + (dict,)) or _is_dataframe(v) for v in x
+    elif isinstance(x, (list, tuple)) and not inputs_module._is_leaf_sequence(x):
+        x = [_array(v) for v in x]
+    else:
+        x = _array(x)
+    _check_same_rows(x, method)
+    return x
+
+
+def _array(value):
+    if _is_series(value):
+        value = value.to_numpy()
+    return inputs_module.as_tensor_if_text(
+        value if isinstance(value, _ARRAY_TYPES) else np.asarray(value)
     )
+
+
+def _check_same_rows(x, method):
+    leaves = inputs_module.flat_arrays(x)
+    rows = {path: _rows(v) for path, v in leaves if len(getattr(v, "shape", ())) > 0}
+    if len(set(rows.values())) > 1:
+        raise ValueError(
+            f"The inputs given to {method}() have different numbers of rows "
+            f"{rows}: every input needs one row per example."
+        )
+    scalars = [path for path, v in leaves if len(getattr(v, "shape", ())) == 0]
+    if scalars:
+        raise ValueError(
+            f"Input {scalars[0]} given to {method}() is a scalar: every input needs "
+            "a batch dimension (one row per example)."
+        )
+
+
+def _numeric_frame(x, method):
+    non_numeric = [c for c, t in x.dtypes.items() if not np.issubdtype(t, np.number) and t != bool]
+    if non_numeric:
+        raise ValueError(
+            f"MultiTaskModel.{method}() takes numeric features here, but the "
+            f"DataFrame `x` has non-numeric columns {non_numeric}: encode "
+            "them as numbers first, or use a trunk with named inputs "
+            "(a functional keras.Model whose keras.Input names are the columns), "
+            "which takes a DataFrame's columns by name, text included."
+        )
+    return x.to_numpy(dtype="float32")
+
+
+def _dense_inputs(model, x, method):
+    """`x` for the Dense shortcut trunk: one float array (batch, features)."""
+    if _is_dataframe(x):
+        return _numeric_frame(x, method)
+    several = isinstance(x, (list, tuple)) and not inputs_module._is_leaf_sequence(x)
     if several or isinstance(x, dict):
         _too_many_inputs(model, x, method)  # Keras reads these as several inputs
     if not isinstance(x, _ARRAY_TYPES):
@@ -63,7 +126,8 @@ def _inputs(model, x, method):
         raise ValueError(
             f"MultiTaskModel.{method}() takes `x` as one float array of shape "
             f"(batch, features); received {'shape ' + str(tuple(x.shape)) if numeric else 'dtype ' + str(x.dtype)}. "
-            "Flatten, encode or preprocess the inputs first."
+            "Flatten, encode or preprocess the inputs first, or pass your own "
+            "Keras layer as `trunk` (any input rank and dtype, named inputs)."
         )
     return x
 
@@ -73,8 +137,19 @@ def _too_many_inputs(model, x, method):
     raise ValueError(
         f"MultiTaskModel.{method}() received `x` as {kind}, but its Dense trunk "
         "takes one float array of shape (batch, features): concatenate the "
-        "features into one array (e.g. np.concatenate([...], axis=1))."
+        "features into one array (e.g. np.concatenate([...], axis=1)), or pass "
+        "your own trunk that takes named inputs (a functional keras.Model)."
     )
+
+
+def predict_inputs(model, x):
+    """`x` for `predict()`: a DataFrame's columns by name for a trunk with
+    named inputs; anything else as given (Keras checks it)."""
+    if model.trunk_units is None and (
+        _is_dataframe(x) or isinstance(x, (dict, list, tuple, np.ndarray))
+    ):
+        return _inputs(model, x, "predict")
+    return x
 
 
 def _targets(model, y, method):
@@ -135,7 +210,7 @@ def standardize(model, x, y, sample_weight, class_weight, method, steps=None):
         )
     y = _targets(model, y, method)
     data_module.check_targets(model, y, sample_weight, method)
-    n = _rows(x)
+    n = _rows(inputs_module.flat_arrays(x)[0][1])
     if n == 0:
         raise ValueError(f"`x` given to {method}() has no examples.")
     for task, labels in y.items():
@@ -149,7 +224,7 @@ def standardize(model, x, y, sample_weight, class_weight, method, steps=None):
                     "or sample weight 0 for missing labels)."
                 )
     if not model.built:
-        model._build_for(x.shape)
+        model._build_for(x)
     _check_label_shapes(model, {t: v.shape for t, v in y.items() if v is not None})
     if class_weight is not None:
         sample_weight = _with_class_weights(model, y, sample_weight, class_weight)
@@ -198,7 +273,7 @@ def _dataset(model, dataset, y, sample_weight, class_weight, method, steps):
         )
     data_module.check_targets(model, spec[1], spec[2] if len(spec) == 3 else None, method)
     x_spec = spec[0]
-    if not isinstance(x_spec, tf.TensorSpec):
+    if not isinstance(x_spec, tf.TensorSpec) and model.trunk_units is not None:
         _too_many_inputs(model, x_spec, method)
     if dataset.cardinality() == 0:
         raise ValueError(f"The dataset given to {method}() is empty: it yields no batch.")
@@ -209,8 +284,8 @@ def _dataset(model, dataset, y, sample_weight, class_weight, method, steps):
             f"keras_mtl.data.interleave), so pass `{arg}=...`: the number "
             "of batches that make one epoch."
         )
-    if not model.built and x_spec.shape.rank == 2:
-        model._build_for(x_spec.shape)
+    if not model.built:
+        model._build_for(x_spec)
     if model.built:
         _check_label_shapes(
             model, {t: s.shape for t, s in spec[1].items() if isinstance(s, tf.TensorSpec)}

@@ -151,7 +151,8 @@ def head_items(heads):
     else:
         raise ValueError(
             "`heads` must be a dict {task_name: head}, where a head is an int "
-            "(a Dense layer with that many units) or a keras_mtl.Head, e.g. "
+            "(a Dense layer with that many units), a keras_mtl.Head or a Keras "
+            "layer, e.g. "
             f"{{'y1': 20, 'y2': keras_mtl.Head(3, activation='softmax')}}. "
             f"Received: {heads!r}."
         )
@@ -169,13 +170,14 @@ def make_head(name, spec, activation=None, kernel_initializer="glorot_uniform",
     """The head layer of task `name` from its specification in `heads=`.
 
     Args:
-        name: The task name (the layer's name).
+        name: The task name (the layer's name for int and `Head` specs).
         spec: An int (a Dense output with that many units), an unbuilt
-            `Head`, or a serialized `Head` config.
+            `Head`, any other Keras layer (used as it is), or a serialized
+            layer config.
         activation, kernel_initializer, kernel_regularizer: For an int spec.
 
     Returns:
-        A new, unbuilt `Head` named `name`.
+        The head layer: a new `Head` named `name`, or the given layer.
     """
     if isinstance(spec, dict) and "class_name" in spec:
         # A head from get_config(): restore the layer unbuilt; the model
@@ -202,7 +204,9 @@ def make_head(name, spec, activation=None, kernel_initializer="glorot_uniform",
                 "keras_mtl.Head; the model creates its own layer from it."
             )
         return Head.from_config({**spec.get_config(), "name": name})
+    if isinstance(spec, keras.layers.Layer):
+        return spec
     raise ValueError(
-        f"Head {name!r} must be an int (number of units) or a "
-        f"keras_mtl.Head. Received: {spec!r}."
+        f"Head {name!r} must be an int (number of units), a keras_mtl.Head or "
+        f"a Keras layer (e.g. a keras.Sequential tower). Received: {spec!r}."
     )

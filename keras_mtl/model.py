@@ -1,4 +1,4 @@
-"""`MultiTaskModel`: a shared Dense trunk with one named head per task.
+"""`MultiTaskModel`: a shared trunk with one named head per task.
 
 The class is the architecture (trunk, heads, config, export);
 `keras_mtl/trainer.py` adds how it compiles and trains, as Keras's `Model` is a
@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mtl import _checks
+from keras_mtl import _inputs
 from keras_mtl import _keras_internals
 from keras_mtl import _optimizer_setup
 from keras_mtl import _saving
@@ -20,7 +21,7 @@ from keras_mtl.heads import head_items
 from keras_mtl.heads import make_head
 
 
-def _check_trunk_units(trunk_units):
+def _check_trunk_units(trunk_units, arg_name="trunk"):
     if (
         isinstance(trunk_units, (int, str))
         or not hasattr(trunk_units, "__len__")
@@ -28,21 +29,62 @@ def _check_trunk_units(trunk_units):
         or not all(isinstance(u, (int, np.integer)) and not isinstance(u, bool) and u > 0 for u in trunk_units)
     ):
         raise ValueError(
-            "`trunk_units` must be a non-empty list of positive ints, one per "
-            f"shared Dense layer, e.g. [64, 64]. Received: {trunk_units!r}."
+            f"`{arg_name}` must be a keras.layers.Layer (e.g. a keras.Sequential or a "
+            "functional keras.Model) or a non-empty list of positive ints, one "
+            f"per shared Dense layer, e.g. [64, 64]. Received: {trunk_units!r}."
         )
     return [int(u) for u in trunk_units]
+
+
+# The arguments of the Dense shortcut (`trunk=[64, 64]`), with their defaults.
+_DENSE_ARGS = {
+    "trunk_activation": "relu",
+    "trunk_dropout": 0.0,
+    "kernel_initializer": "glorot_uniform",
+    "kernel_regularizer": None,
+}
+
+
+def _resolve_trunk(trunk, trunk_units, dense_args):
+    """`(layer or None, units or None)` from the `trunk`/`trunk_units` arguments."""
+    if trunk is not None and trunk_units is not None:
+        raise ValueError(
+            "Pass the trunk once: `trunk=` (a Keras layer or a list of ints) or "
+            "`trunk_units=` (a list of ints), not both."
+        )
+    if trunk is None and trunk_units is None:
+        raise ValueError(
+            "MultiTaskModel needs a shared trunk: `trunk=[64, 64]` (Dense layers "
+            "of those sizes) or `trunk=` any keras.layers.Layer, e.g. a "
+            "keras.Sequential or a functional keras.Model."
+        )
+    if isinstance(trunk, dict) and "class_name" in trunk:
+        trunk = keras.saving.deserialize_keras_object(trunk)
+    if isinstance(trunk, keras.layers.Layer):
+        given = sorted(k for k, v in dense_args.items() if v is not None)
+        if given:
+            raise ValueError(
+                f"{given} configure the Dense shortcut trunk (`trunk=[64, 64]`) "
+                "only, but `trunk` is a Keras layer: set activations, dropout, "
+                "initializers and regularizers on your own layers (and on "
+                "keras_mtl.Head for heads) instead."
+            )
+        return trunk, None
+    if trunk is not None:
+        return None, _check_trunk_units(trunk)
+    if isinstance(trunk_units, keras.layers.Layer):
+        raise ValueError("`trunk_units` takes a list of ints; pass a Keras layer as `trunk=`.")
+    return None, _check_trunk_units(trunk_units, "trunk_units")
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
 class MultiTaskModel(
     _keras_internals.TrainerHooks, _saving.SavingMixin, trainer_module.Trainer, keras.Model
 ):
-    """A shared Dense trunk with one named output head per task.
+    """A shared trunk with one named output head per task.
 
-    The model maps one input `(batch, features)` to a dict of outputs, one
-    per head, named after the head. `compile(mode=...)` picks how `fit()`
-    trains it:
+    The model maps its inputs to a dict of outputs, one per head, named
+    after the head. `compile(mode=...)` picks how `fit()` trains it:
 
     * `"joint"`: every step computes every task's loss and applies one update
       of `sum_t w_t * L_t` to all weights (as a Keras multi-output model does);
@@ -50,22 +92,36 @@ class MultiTaskModel(
       computes only its loss and updates only the trunk and that head; every
       other head and its optimizer state stay exactly as they were.
 
+    The trunk is either the Dense shortcut (`trunk=[64, 64]`: Dense layers of
+    those sizes on a float matrix `(batch, features)`) or any Keras layer: a
+    `keras.Sequential` (e.g. a convolutional backbone), a functional
+    `keras.Model` (e.g. dict inputs of several dtypes with preprocessing
+    layers inside), a keras-hub backbone or a layer of your own. It must
+    return one tensor, which every head takes. The inputs are whatever the
+    trunk takes: any rank and dtype, one tensor or a dict of named inputs.
+
     Args:
-        trunk_units: List of positive ints, one shared Dense layer per entry.
+        trunk: A list of positive ints (the Dense shortcut: one shared Dense
+            layer per entry) or a `keras.layers.Layer` returning one tensor.
         heads: Dict `{task_name: head}` where `head` is an int (a Dense
-            output layer with that many units and `head_activation`) or a
-            `keras_mtl.Head`. Task names must be valid identifiers; they are
-            the output names, the keys of `loss`/`metrics`/`y`, and the
-            prefixes of the logs.
-        trunk_activation: Activation of the trunk layers. Defaults to
-            `"relu"`.
+            output layer with that many units and `head_activation`), a
+            `keras_mtl.Head`, or any Keras layer (e.g. a `Sequential` tower,
+            or a `Dense` on a sequence for per-timestep outputs). Task names
+            must be valid identifiers; they are the output names, the keys
+            of `loss`/`metrics`/`y`, and the prefixes of the logs. A head
+            layer belongs to one task only.
+        trunk_activation: Dense shortcut only: activation of the trunk
+            layers. Defaults to `"relu"`.
         head_activation: Activation of int-shorthand heads. Defaults to
             `None` (linear).
-        trunk_dropout: Float in [0, 1), dropout after each trunk layer in
-            training. Defaults to `0.0`.
-        kernel_initializer: Initializer of the trunk's and int-shorthand
-            heads' kernels. Defaults to `"glorot_uniform"`.
-        kernel_regularizer: Optional regularizer of those kernels.
+        trunk_dropout: Dense shortcut only: float in [0, 1), dropout after
+            each trunk layer in training. Defaults to `0.0`.
+        kernel_initializer: Dense shortcut only: initializer of the trunk's
+            and int-shorthand heads' kernels. Defaults to `"glorot_uniform"`.
+        kernel_regularizer: Dense shortcut only: optional regularizer of
+            those kernels.
+        trunk_units: The Dense shortcut's layer sizes, as a keyword (the
+            0.1 name of `trunk=[...]`); give `trunk` or `trunk_units`.
         **kwargs: Base model arguments such as `name`.
 
     Returns:
@@ -73,9 +129,9 @@ class MultiTaskModel(
 
     Example:
 
-    >>> import numpy as np, keras_mtl
+    >>> import numpy as np, keras, keras_mtl
     >>> model = keras_mtl.MultiTaskModel(
-    ...     trunk_units=[16],
+    ...     trunk=[16],
     ...     heads={"y1": 1, "y2": keras_mtl.Head(3, activation="softmax")},
     ... )
     >>> model.compile(
@@ -88,51 +144,69 @@ class MultiTaskModel(
     >>> history = model.fit(x, y, epochs=1, verbose=0)
     >>> sorted(model.predict(x, verbose=0))
     ['y1', 'y2']
+
+    Your own trunk, here a small convolutional one on 8x8 images:
+
+    >>> trunk = keras.Sequential([
+    ...     keras.layers.Conv2D(4, 3, activation="relu"),
+    ...     keras.layers.GlobalAveragePooling2D(),
+    ... ])
+    >>> model = keras_mtl.MultiTaskModel(
+    ...     trunk, {"digit": keras_mtl.Head(10, activation="softmax"), "odd": 1})
+    >>> model.predict(np.zeros((2, 8, 8, 1), "float32"), verbose=0)["digit"].shape
+    (2, 10)
     """
 
     def __init__(
         self,
-        trunk_units,
-        heads,
-        trunk_activation="relu",
+        trunk=None,
+        heads=None,
+        trunk_activation=None,
         head_activation=None,
-        trunk_dropout=0.0,
-        kernel_initializer="glorot_uniform",
+        trunk_dropout=None,
+        kernel_initializer=None,
         kernel_regularizer=None,
+        trunk_units=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         # The strategy whose scope created the model (None: one device).
         self._mtl_strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
-        self.trunk_units = _check_trunk_units(trunk_units)
-        self.trunk_activation = _check_activation("trunk_activation", trunk_activation)
+        dense_args = {
+            "trunk_activation": trunk_activation,
+            "trunk_dropout": trunk_dropout,
+            "kernel_initializer": kernel_initializer,
+            "kernel_regularizer": kernel_regularizer,
+        }
+        layer, units = _resolve_trunk(trunk, trunk_units, dense_args)
+        self.trunk_units = units
         self.head_activation = _check_activation("head_activation", head_activation)
-        self.trunk_dropout = _checks.check_rate("trunk_dropout", trunk_dropout)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-
-        trunk_layers = []
-        for i, units in enumerate(self.trunk_units):
-            trunk_layers.append(
-                keras.layers.Dense(
-                    units,
-                    activation=self.trunk_activation,
-                    kernel_initializer=self.kernel_initializer,
-                    kernel_regularizer=self.kernel_regularizer,
-                    name=f"dense_{i}",
-                )
-            )
-            if self.trunk_dropout:
-                trunk_layers.append(keras.layers.Dropout(self.trunk_dropout, name=f"dropout_{i}"))
-        self.trunk = keras.Sequential(trunk_layers, name="trunk")
-        self.heads = {
-            name: make_head(
-                name, spec, activation=self.head_activation,
+        if layer is None:
+            dense_args = {k: _DENSE_ARGS[k] if v is None else v for k, v in dense_args.items()}
+            self.trunk_activation = _check_activation("trunk_activation", dense_args["trunk_activation"])
+            self.trunk_dropout = _checks.check_rate("trunk_dropout", dense_args["trunk_dropout"])
+            self.kernel_initializer = keras.initializers.get(dense_args["kernel_initializer"])
+            self.kernel_regularizer = keras.regularizers.get(dense_args["kernel_regularizer"])
+            self.trunk = self._dense_trunk()
+            head_args = dict(
                 kernel_initializer=self.kernel_initializer,
                 kernel_regularizer=self.kernel_regularizer,
             )
+        else:
+            self.trunk_activation = self.trunk_dropout = None
+            self.kernel_initializer = self.kernel_regularizer = None
+            self.trunk = layer
+            head_args = {}
+        if heads is None:
+            raise ValueError(
+                "MultiTaskModel needs `heads`: a dict {task_name: head}, e.g. "
+                "{'y1': 1, 'y2': keras_mtl.Head(3, activation='softmax')}."
+            )
+        self.heads = {
+            name: make_head(name, spec, activation=self.head_activation, **head_args)
             for name, spec in head_items(heads)
         }
+        _check_distinct_layers(self.trunk, self.heads)
         # Counts training steps; the alternating task is a pure function of
         # (seed, step_counter), so saving it lets a restored run continue
         # the same task sequence. Replicated; updated in cross-replica context.
@@ -147,6 +221,26 @@ class MultiTaskModel(
         self._mtl = None
         self._output_shapes = None
         self._training_ready = False
+        # The inputs' specification (see keras_mtl/_inputs.py): set by build;
+        # `_data_spec` carries the data's dtypes into build.
+        self._mtl_input_spec = None
+        self._data_spec = None
+
+    def _dense_trunk(self):
+        trunk_layers = []
+        for i, units in enumerate(self.trunk_units):
+            trunk_layers.append(
+                keras.layers.Dense(
+                    units,
+                    activation=self.trunk_activation,
+                    kernel_initializer=self.kernel_initializer,
+                    kernel_regularizer=self.kernel_regularizer,
+                    name=f"dense_{i}",
+                )
+            )
+            if self.trunk_dropout:
+                trunk_layers.append(keras.layers.Dropout(self.trunk_dropout, name=f"dropout_{i}"))
+        return keras.Sequential(trunk_layers, name="trunk")
 
     # ------------------------------------------------------------------
     # Architecture
@@ -156,31 +250,89 @@ class MultiTaskModel(
         """The task (head) names, in order (tuple of str)."""
         return tuple(self.heads)
 
-    def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 2:
-            raise ValueError(
-                "MultiTaskModel takes inputs of shape (batch, features). "
-                f"Received input shape {input_shape}; flatten or preprocess "
-                "the inputs first."
-            )
+    def build(self, input_shape=None):
+        spec = self._spec_for_build(input_shape)
         # In the model's distribution scope, so its variables are replicated
         # even when build() is called outside `strategy.scope()`.
         with self.distribute_strategy.scope():
-            self.trunk.build(input_shape)
-            features = self.trunk.compute_output_shape(input_shape)
-            self._output_shapes = {}
+            features = self.trunk(_inputs.symbolic(spec))
+            if not isinstance(features, keras.KerasTensor):
+                raise ValueError(
+                    "The trunk must return one tensor, which every head takes; "
+                    f"it returns {_describe(features)}. Combine its outputs into "
+                    "one tensor (e.g. keras.layers.Concatenate) inside the trunk."
+                )
+            output_shapes = {}
             for task, head in self.heads.items():
-                head.build(features)
-                self._output_shapes[task] = tuple(head.compute_output_shape(features))
+                output = head(features)
+                if not isinstance(output, keras.KerasTensor):
+                    raise ValueError(
+                        f"The head of task {task!r} must return one tensor; it "
+                        f"returns {_describe(output)}."
+                    )
+                output_shapes[task] = tuple(output.shape)
+        _check_no_shared_variables(self.trunk, self.heads)
+        self._output_shapes = output_shapes
+        self._mtl_input_spec = spec
         if self._mtl is not None:
             # Optimizer state must exist before anything loads it (e.g.
             # BackupAndRestore at the start of fit(), or load_weights).
             _optimizer_setup.build_optimizers(self)
 
-    def _build_for(self, input_shape):
-        """Builds the model for inputs of `input_shape` (any batch size)."""
-        self.build((None,) + tuple(input_shape)[1:])
+    def _spec_for_build(self, input_shape):
+        """The input specification to build with: the trunk's own, the data's,
+        or float inputs of `input_shape`."""
+        spec = _inputs.trunk_input_spec(self.trunk)
+        if spec is None:
+            spec = self._data_spec
+        if spec is None:
+            if input_shape is None:
+                raise ValueError(
+                    "MultiTaskModel.build() needs the input shape, e.g. "
+                    "model.build((None, n_features)), or call the model on data."
+                )
+            spec = keras.tree.map_shape_structure(
+                lambda s: tf.TensorSpec((None,) + tuple(s)[1:], keras.config.floatx()), input_shape
+            )
+        if self.trunk_units is not None:
+            if not isinstance(spec, tf.TensorSpec) or spec.shape.rank != 2:
+                shape = spec.shape if isinstance(spec, tf.TensorSpec) else _describe(spec)
+                raise ValueError(
+                    "MultiTaskModel's Dense trunk (`trunk=[...]`) takes inputs of shape "
+                    f"(batch, features). Received input shape {shape}; flatten or "
+                    "preprocess the inputs first, or pass your own Keras layer as "
+                    "`trunk` (e.g. a functional keras.Model with named inputs)."
+                )
+            spec = tf.TensorSpec(spec.shape, keras.config.floatx())
+        return spec
+
+    def _build_for(self, x):
+        """Builds the model for data (or specs) like `x`, with their dtypes."""
+        if self.built:
+            return
+        self._data_spec = _inputs.spec_of(x)
+        try:
+            self.build(keras.tree.map_structure(lambda s: tuple(s.shape.as_list()), self._data_spec))
+        finally:
+            self._data_spec = None
+
+    def __call__(self, *args, **kwargs):
+        # Build from the real inputs, with their dtypes (Keras would build
+        # from their shapes only, as floats).
+        if not self.built and (args or "inputs" in kwargs):
+            self._build_for(args[0] if args else kwargs["inputs"])
+        return super().__call__(*args, **kwargs)
+
+    def get_build_config(self):
+        if self._mtl_input_spec is None:
+            return super().get_build_config()
+        return {"input_spec": _inputs.serialize(self._mtl_input_spec)}
+
+    def build_from_config(self, config):
+        if "input_spec" in config:
+            self._build_for(_inputs.deserialize(config["input_spec"]))
+        else:  # files written by keras_mtl 0.1
+            super().build_from_config(config)
 
     def _output_shape(self, task):
         """The output shape of `task`'s head, batch dimension first."""
@@ -194,12 +346,13 @@ class MultiTaskModel(
         """Computes the trunk and ONE task's head, not the others.
 
         Args:
-            inputs: Tensor of shape `(batch, features)`.
+            inputs: What the trunk takes, e.g. a tensor `(batch, features)`
+                or a dict of named inputs.
             task: The task name.
             training: Whether dropout is active. Defaults to `None` (off).
 
         Returns:
-            The head's output tensor, `(batch, units)`.
+            The head's output tensor, e.g. `(batch, units)`.
 
         Example:
 
@@ -210,21 +363,28 @@ class MultiTaskModel(
         """
         if task not in self.heads:
             raise ValueError(f"Unknown task {task!r}; the model's tasks are {list(self.heads)}.")
+        if not self.built:
+            self._build_for(inputs)
         return self.heads[task](self.trunk(inputs, training=training), training=training)
 
     def get_config(self):
         config = super().get_config()
         config.update(
             format_version=_saving.FORMAT_VERSION,
-            trunk_units=list(self.trunk_units),
             heads={name: keras.saving.serialize_keras_object(h) for name, h in self.heads.items()},
-            trunk_activation=keras.activations.serialize(self.trunk_activation),
             head_activation=keras.activations.serialize(self.head_activation),
-            trunk_dropout=self.trunk_dropout,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
             frozen_layers=self.frozen_layers(),
         )
+        if self.trunk_units is None:
+            config["trunk"] = keras.saving.serialize_keras_object(self.trunk)
+        else:
+            config.update(
+                trunk_units=list(self.trunk_units),
+                trunk_activation=keras.activations.serialize(self.trunk_activation),
+                trunk_dropout=self.trunk_dropout,
+                kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+                kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            )
         return config
 
     @classmethod
@@ -244,9 +404,12 @@ class MultiTaskModel(
         keras_mtl nor this class to serve. It has a `serving_default`
         signature returning one output per head (named after the head) and
         one signature per task, named after the task, that computes only the
-        trunk and that head. Inputs are float32 `(batch, features)` named
-        `input_name`; dropout is off. Other formats go to
-        `keras.Model.export`.
+        trunk and that head. The inputs are the trunk's: for one unnamed
+        input (e.g. the Dense shortcut's float32 `(batch, features)`) one
+        input named `input_name`; for a trunk with named inputs one input per
+        name, with its dtype (raw strings where the trunk looks them up), an
+        input of shape `(batch, 1)` taking one value per example. Dropout is
+        off. Other formats go to `keras.Model.export`.
 
         Args:
             filepath: Directory to write; for TF Serving use
@@ -254,9 +417,9 @@ class MultiTaskModel(
             format: `"tf_saved_model"` (default) or another format that
                 `keras.Model.export` supports.
             verbose: Whether to print a summary of what was written.
-            input_signature: Optional `tf.TensorSpec((None, n), tf.float32)`,
-                needed only if the model was never built.
-            input_name: Name of the signatures' input. Defaults to
+            input_signature: Optional `tf.TensorSpec((None, n), tf.float32)`
+                (or a dict of specs), needed only if the model was never built.
+            input_name: Name of a single unnamed input. Defaults to
                 `"features"`.
             **kwargs: Passed to `keras.Model.export` for other formats.
 
@@ -284,3 +447,42 @@ class MultiTaskModel(
             self, filepath, input_name=input_name, input_signature=input_signature,
             verbose=True if verbose is None else verbose,
         )
+
+
+def _describe(value):
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(value)}"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)} values"
+    return type(value).__name__
+
+
+def _check_distinct_layers(trunk, heads):
+    """Each head is its own layer, distinct from the trunk and other heads."""
+    seen = {id(trunk): "the trunk"}
+    for task, head in heads.items():
+        if id(head) in seen:
+            raise ValueError(
+                f"The head of task {task!r} is the same layer as {seen[id(head)]}: "
+                "give every task its own head layer (alternating training updates "
+                "one task's head at a time)."
+            )
+        seen[id(head)] = f"the head of task {task!r}"
+
+
+def _check_no_shared_variables(trunk, heads):
+    """No variable belongs to two of (trunk, each head): alternating updates
+    of one task must leave every other head untouched."""
+    owners = {}
+    for owner, layer in [("the trunk", trunk)] + [
+        (f"the head of task {t!r}", h) for t, h in heads.items()
+    ]:
+        for variable in layer.weights:
+            other = owners.setdefault(id(variable), owner)
+            if other != owner:
+                raise ValueError(
+                    f"{other[0].upper() + other[1:]} and {owner} share the variable "
+                    f"{variable.path!r}: a head's layers must belong to that head "
+                    "only (not to the trunk or another head), so that an update "
+                    "of one task leaves the other heads as they were."
+                )

@@ -311,6 +311,14 @@ def _per_task(arg_name, value, task_names, allow_single):
     )
 
 
+def _units(head):
+    """A head's number of output units, where its layer says it (`None` if not)."""
+    if isinstance(head, keras.Sequential) and head.layers:
+        head = head.layers[-1]
+    units = getattr(head, "units", None)
+    return units if isinstance(units, int) else None
+
+
 def build_task_specs(heads, loss, loss_weights, metrics, weighted_metrics, alternating):
     """Builds one `TaskSpec` per head from `compile()` arguments.
 
@@ -356,7 +364,7 @@ def build_task_specs(heads, loss, loss_weights, metrics, weighted_metrics, alter
     index = 0
     claimed = set()
     for task, head in heads.items():
-        loss_obj = _losses.resolve_loss(task, losses[task], getattr(head, "units", None))
+        loss_obj = _losses.resolve_loss(task, losses[task], _units(head))
         weight = _checks.check_non_negative_finite("loss_weights", weights.get(task, 1.0), task)
         task_metrics = [
             (_resolve_metric(task, m, claimed), False) for m in _as_list(metrics.get(task))

@@ -346,7 +346,7 @@ class Trainer:
             return
         if not self.built:
             x = data_or_spec[0] if isinstance(data_or_spec, (tuple, list)) else data_or_spec
-            self._build_for(x.shape)
+            self._build_for(x)
         _optimizer_setup.build_optimizers(self)
         self._training_ready = True
 
@@ -511,6 +511,31 @@ class Trainer:
         if shared is None or not _optimizer_setup.uses_ema(shared) or not untrained:
             return None
         return _KeepVariables([v for head in untrained for v in head.trainable_variables])
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """Predicts every head's output: `{task: array}`.
+
+        As `keras.Model.predict`; in addition, for a trunk with named inputs
+        `x` may be a pandas DataFrame whose columns are read by name (text
+        columns as strings), and NumPy arrays of text are passed as strings.
+
+        Args:
+            x: What the trunk takes (see `fit`), or a dataset / PyDataset.
+            batch_size, verbose, steps, callbacks: As in `keras.Model.predict`.
+
+        Returns:
+            Dict `{task: np.ndarray}`.
+
+        Example:
+
+        >>> import numpy as np, keras_mtl
+        >>> model = keras_mtl.MultiTaskModel([4], {"a": 1, "b": 2})
+        >>> {t: p.shape for t, p in model.predict(np.ones((3, 5)), verbose=0).items()}
+        {'a': (3, 1), 'b': (3, 2)}
+        """
+        x = _standardize.predict_inputs(self, x)
+        return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps,
+                               callbacks=callbacks)
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
                  steps=None, callbacks=None, return_dict=False, **kwargs):

@@ -127,7 +127,7 @@ def _all_reduce_sum(values):
 
 
 def _batch_size(x):
-    return tf.cast(tf.shape(x)[0], tf.float32)
+    return tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], tf.float32)
 
 
 def _available_tasks(model, data):

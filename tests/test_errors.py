@@ -15,8 +15,10 @@ def _model(**kwargs):
 # ---------------------------------------------------------------- constructor
 @pytest.mark.parametrize("trunk_units", [[], [0], [8, -1], 8, "64", [8.5]])
 def test_bad_trunk_units_are_rejected(trunk_units):
-    with pytest.raises(ValueError, match="trunk_units"):
+    with pytest.raises(ValueError, match="`trunk` must be"):
         keras_mtl.MultiTaskModel(trunk_units, {"y1": 1})
+    with pytest.raises(ValueError, match="`trunk_units` must be"):
+        keras_mtl.MultiTaskModel(trunk_units=trunk_units, heads={"y1": 1})
 
 
 def test_no_heads_is_rejected():
