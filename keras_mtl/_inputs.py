@@ -88,6 +88,16 @@ def _is_leaf_sequence(value):
     )
 
 
+def map_inputs(fn, structure):
+    """`fn` over the leaves of an input structure, keeping dict key order
+    (Keras warns when a functional model's dict inputs come in another order)."""
+    if isinstance(structure, dict):
+        return {k: map_inputs(fn, v) for k, v in structure.items()}
+    if isinstance(structure, (list, tuple)):
+        return [map_inputs(fn, v) for v in structure]
+    return fn(structure)
+
+
 def _named(spec, name):
     if isinstance(spec, tf.TensorSpec):
         return tf.TensorSpec(spec.shape, spec.dtype, name=name)
@@ -110,7 +120,7 @@ def trunk_input_spec(trunk):
         structure = trunk.input
     except (AttributeError, ValueError):
         return None
-    return keras.tree.map_structure(
+    return map_inputs(
         lambda t: tf.TensorSpec(tf.TensorShape(t.shape), tf.as_dtype(t.dtype), name=t.name),
         structure,
     )
@@ -118,7 +128,7 @@ def trunk_input_spec(trunk):
 
 def symbolic(spec):
     """`keras.KerasTensor`s of an input specification, to build layers on."""
-    return keras.tree.map_structure(
+    return map_inputs(
         lambda s: keras.KerasTensor(tuple(s.shape.as_list()), dtype=s.dtype.name, name=s.name),
         spec,
     )
@@ -126,7 +136,7 @@ def symbolic(spec):
 
 def serialize(spec):
     """A JSON-friendly form of an input specification (for the build config)."""
-    return keras.tree.map_structure(
+    return map_inputs(
         lambda s: {"shape": s.shape.as_list(), "dtype": s.dtype.name, "name": s.name}, spec
     )
 

@@ -22,6 +22,11 @@ there rather than silently elsewhere.
   in; an optimizer made outside the model's `strategy.scope()` fails later
   with an obscure error, so it is refused up front.
 * `Trainer._maybe_symbolic_build`: overridden by `TrainerHooks` below.
+* `TFLayer._default_save_signature`: the signature TensorFlow's SavedModel
+  writer traces for a tracked model (also inside `model.export()`); Keras
+  builds it from the build shapes with one float dtype, which is wrong for
+  named inputs of other dtypes (strings). `TrainerHooks` gives the model's
+  real input specification instead.
 * The contract between Keras's `fit()`/`evaluate()` and the functions that
   `make_train_function()`/`make_test_function()` return (an iterator in, the
   last step's logs out, `StopIteration` at the end of the data), which
@@ -88,3 +93,16 @@ class TrainerHooks:
         if self.built:
             return
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    @property
+    def _default_save_signature(self):
+        spec = getattr(self, "_mtl_input_spec", None)
+        if spec is None:
+            return super()._default_save_signature
+        import tensorflow as tf
+
+        @tf.function(input_signature=(spec,))
+        def serving_default(inputs):
+            return self(inputs)
+
+        return serving_default

@@ -12,7 +12,11 @@ masking rule lives in one place:
   `"sum_over_batch_size"` (Keras's default) and `"mean"` divide
   `sum(w * l)` by the number of present labels (Keras's usual mean when all
   are present), `"mean_with_sample_weight"` by `sum(w)`, `"sum"` not at all.
-  With no present label the loss is exactly 0, with zero gradient.
+  With no present label the loss is exactly 0, with zero gradient;
+* a Keras mask on the predictions (e.g. padded timesteps after
+  `Embedding(mask_zero=True)` reaching a per-timestep head) leaves the masked
+  elements out, and a mean divides by the unmasked elements, as Keras's
+  losses do.
 
 What labels a loss takes is read from shapes, not names: labels with the
 head's output shape are dense; labels with one value per example (or per
@@ -234,21 +238,37 @@ def has_labels(y_true, sample_weight):
     return tf.logical_not(tf.reduce_all(row_missing))
 
 
-def per_example_loss(task, loss, y_clean, y_pred):
-    """The loss's value for each example, `(batch,)`."""
+def _elementwise_loss(task, loss, y_clean, y_pred):
     values = loss.call(tf.cast(y_clean, loss.dtype), tf.cast(y_pred, loss.dtype))
-    rank = values.shape.rank
-    if rank == 0:
+    if values.shape.rank == 0:
         raise ValueError(
             f"The loss of task {task!r} returned a scalar; keras_mtl needs "
             "one value per example to leave missing labels out. Return shape (batch,)."
         )
+    return values
+
+
+def per_example_loss(task, loss, y_clean, y_pred):
+    """The loss's value for each example, `(batch,)`."""
+    values = _elementwise_loss(task, loss, y_clean, y_pred)
+    rank = values.shape.rank
     if rank is not None and rank > 1:
         values = tf.reduce_mean(values, axis=list(range(1, rank)))
     return values
 
 
-def loss_sums(task, loss, y_clean, y_pred, weights, count):
+def _mask_like(mask, values):
+    """The Keras mask as float32 weights of the loss values' shape, or `None`
+    when it does not describe them (e.g. a mask that a pooling layer used)."""
+    mask = tf.cast(mask, tf.float32)
+    if mask.shape.rank == values.shape.rank + 1 and mask.shape[-1] == 1:
+        mask = tf.squeeze(mask, -1)
+    if mask.shape.rank != values.shape.rank or values.shape.rank < 2:
+        return None
+    return mask
+
+
+def loss_sums(task, loss, y_clean, y_pred, weights, count, mask=None):
     """A task's loss on one batch (or one replica's share of it), unreduced.
 
     Args:
@@ -257,6 +277,11 @@ def loss_sums(task, loss, y_clean, y_pred, weights, count):
         y_clean, y_pred: Labels (missing ones cleaned) and predictions.
         weights: float32 `(batch,)` weights, 0 for missing labels, or `None`.
         count: float32 scalar, the number of present labels.
+        mask: The Keras mask of `y_pred` (e.g. padded timesteps of a
+            sequence after `Embedding(mask_zero=True)`), or `None`. As in
+            Keras, masked elements are left out and a mean divides by the
+            number of unmasked elements (of the examples whose label is
+            present).
 
     Returns:
         `(total, normalizer)`: `sum(w * l)` and what the loss's reduction
@@ -264,10 +289,26 @@ def loss_sums(task, loss, y_clean, y_pred, weights, count):
         summed over replicas before dividing, so that a distributed step
         computes the single-device loss.
     """
-    values = per_example_loss(task, loss, y_clean, y_pred)
-    total = tf.reduce_sum(values) if weights is None else tf.reduce_sum(values * weights)
+    element_mask = None
+    if mask is not None:
+        values = _elementwise_loss(task, loss, y_clean, y_pred)
+        element_mask = _mask_like(mask, values)
+    if element_mask is None:
+        values = per_example_loss(task, loss, y_clean, y_pred)
+        total = tf.reduce_sum(values) if weights is None else tf.reduce_sum(values * weights)
+        if loss.reduction in _MEAN:
+            return total, count
+        if loss.reduction == "mean_with_sample_weight":
+            return total, count if weights is None else tf.reduce_sum(weights)
+        return total, None
+    # Per-element weights: the mask times the example's weight.
+    inner = [1] * (values.shape.rank - 1)
+    example = None if weights is None else tf.reshape(weights, [-1] + inner)
+    weighted = element_mask if example is None else element_mask * example
+    total = tf.reduce_sum(values * weighted)
     if loss.reduction in _MEAN:
-        return total, count
+        present = element_mask if example is None else element_mask * tf.cast(example > 0, tf.float32)
+        return total, tf.reduce_sum(present)
     if loss.reduction == "mean_with_sample_weight":
-        return total, count if weights is None else tf.reduce_sum(weights)
+        return total, tf.reduce_sum(weighted)
     return total, None

@@ -69,22 +69,46 @@ def _element_parts(task, spec):
             f"(x, y, sample_weight) for that one task. Its element_spec is {spec}."
         )
     x, y = spec[0], spec[1]
-    if not isinstance(x, tf.TensorSpec) or not isinstance(y, tf.TensorSpec):
+    x_leaves = tf.nest.flatten(x)
+    if not x_leaves or not all(isinstance(s, tf.TensorSpec) for s in x_leaves) or not isinstance(
+        y, tf.TensorSpec
+    ):
         raise ValueError(
-            f"The dataset for task {task!r} must yield one input tensor and one "
-            f"label tensor per batch. Its element_spec is {spec}."
+            f"The dataset for task {task!r} must yield inputs (one tensor or a "
+            f"dict of named tensors) and one label tensor per batch. Its "
+            f"element_spec is {spec}."
         )
     if y.shape.rank is None or not y.shape[1:].is_fully_defined():
         raise ValueError(
             f"The labels of task {task!r} need a known shape apart from the "
             f"batch dimension; their spec is {y}."
         )
-    if x.shape.rank is None or x.shape.rank < 1:
+    if any(s.shape.rank is None or s.shape.rank < 1 for s in x_leaves):
         raise ValueError(
             f"The dataset for task {task!r} must be batched (x of shape "
-            f"(batch, features)); its x spec is {x}. Call .batch(n) on it."
+            f"(batch, ...)); its x spec is {x}. Call .batch(n) on it."
         )
     return x, y
+
+
+def _same_inputs(first, x_first, task, x_other):
+    """Raises unless two tasks' input specs share structure, dtypes and shapes."""
+    try:
+        tf.nest.assert_same_structure(x_first, x_other)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"The inputs of task {task!r} ({x_other}) do not have the structure of "
+            f"those of task {first!r} ({x_first}): all tasks must share one input "
+            "space (the same named inputs)."
+        ) from None
+    for a, b in zip(tf.nest.flatten(x_first), tf.nest.flatten(x_other)):
+        if b.dtype != a.dtype or not b.shape[1:].is_compatible_with(a.shape[1:]):
+            raise ValueError(
+                f"The inputs of task {task!r} have shape {b.shape[1:]} and "
+                f"dtype {b.dtype.name}, but those of task {first!r} have "
+                f"{a.shape[1:]} and {a.dtype.name}: all tasks must "
+                "share one input space."
+            )
 
 
 def _check_not_empty(task, dataset):
@@ -120,7 +144,8 @@ def interleave(datasets, sampler="uniform", seed=None):
     Args:
         datasets: Dict `{task: tf.data.Dataset}`; each dataset is batched and
             yields `(x, y)` or `(x, y, sample_weight)` for that task. All
-            share the shape and dtype of `x`; label shapes may differ.
+            share the structure, shapes and dtypes of `x` (one tensor, or
+            a dict of named inputs); label shapes may differ.
         sampler: How to pick each batch's task: `"uniform"` (default),
             `"round_robin"`, `"proportional"` (to each dataset's number of
             batches, which must be known), a dict of fixed probabilities, or a
@@ -162,14 +187,7 @@ def interleave(datasets, sampler="uniform", seed=None):
     first = tasks[0]
     x_spec = specs[first][0]
     for task in tasks[1:]:
-        other = specs[task][0]
-        if other.dtype != x_spec.dtype or not other.shape[1:].is_compatible_with(x_spec.shape[1:]):
-            raise ValueError(
-                f"The inputs of task {task!r} have shape {other.shape[1:]} and "
-                f"dtype {other.dtype.name}, but those of task {first!r} have "
-                f"{x_spec.shape[1:]} and {x_spec.dtype.name}: all tasks must "
-                "share one input space."
-            )
+        _same_inputs(first, x_spec, task, specs[task][0])
 
     if isinstance(sampler, str) and sampler == "proportional":
         unknown = [t for t, n in sizes.items() if n < 0]
@@ -186,7 +204,7 @@ def interleave(datasets, sampler="uniform", seed=None):
     def to_full_batch(task):
         def fn(*element):
             x, y = element[0], element[1]
-            batch = tf.shape(x)[0]
+            batch = tf.shape(tf.nest.flatten(x)[0])[0]
             weight = (
                 tf.reshape(tf.cast(element[2], tf.float32), [batch])
                 if len(element) == 3

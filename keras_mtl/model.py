@@ -312,7 +312,7 @@ class MultiTaskModel(
             return
         self._data_spec = _inputs.spec_of(x)
         try:
-            self.build(keras.tree.map_structure(lambda s: tuple(s.shape.as_list()), self._data_spec))
+            self.build(_inputs.map_inputs(lambda s: tuple(s.shape.as_list()), self._data_spec))
         finally:
             self._data_spec = None
 
@@ -338,8 +338,17 @@ class MultiTaskModel(
         """The output shape of `task`'s head, batch dimension first."""
         return self._output_shapes[task]
 
+    def _in_trunk_order(self, inputs):
+        # Keras warns when a functional trunk's dict inputs come in another
+        # key order (tf.function and tf.data sort dict keys).
+        spec = self._mtl_input_spec
+        if isinstance(inputs, dict) and isinstance(spec, dict) and list(inputs) != list(spec):
+            order = [k for k in spec if k in inputs] + [k for k in inputs if k not in spec]
+            return {k: inputs[k] for k in order}
+        return inputs
+
     def call(self, inputs, training=None):
-        features = self.trunk(inputs, training=training)
+        features = self.trunk(self._in_trunk_order(inputs), training=training)
         return {name: head(features, training=training) for name, head in self.heads.items()}
 
     def call_task(self, inputs, task, training=None):
@@ -365,7 +374,47 @@ class MultiTaskModel(
             raise ValueError(f"Unknown task {task!r}; the model's tasks are {list(self.heads)}.")
         if not self.built:
             self._build_for(inputs)
-        return self.heads[task](self.trunk(inputs, training=training), training=training)
+        features = self.trunk(self._in_trunk_order(inputs), training=training)
+        return self.heads[task](features, training=training)
+
+    def as_functional(self):
+        """A functional `keras.Model` view of this model, for drawing it.
+
+        The view shares this model's layers and weights (nothing is copied):
+        its inputs are the trunk's (named as the trunk names them), then the
+        trunk, then one output per head. `keras.utils.plot_model(model)`
+        draws a subclassed model such as `MultiTaskModel` as one box;
+        `keras.utils.plot_model(model.as_functional(), expand_nested=True)`
+        draws the trunk, its layers and every head. Train and save the
+        `MultiTaskModel` itself, not the view.
+
+        Returns:
+            A built `keras.Model` mapping the inputs to `{task: output}`.
+
+        Example:
+
+        >>> import keras_mtl
+        >>> model = keras_mtl.MultiTaskModel([8], {"a": 1, "b": 3})
+        >>> model.build((None, 4))
+        >>> view = model.as_functional()
+        >>> sorted(view.output), [layer.name for layer in view.layers]
+        (['a', 'b'], ['features', 'trunk', 'a', 'b'])
+        """
+        if not self.built:
+            raise ValueError(
+                "as_functional() needs a built model: call it on data first "
+                "(e.g. model.predict(x)) or model.build(input_shape)."
+            )
+        spec = self._mtl_input_spec
+        if isinstance(spec, tf.TensorSpec):
+            spec = tf.TensorSpec(spec.shape, spec.dtype, name=spec.name or "features")
+        inputs = _inputs.map_inputs(
+            lambda s: keras.Input(shape=tuple(s.shape[1:].as_list()), dtype=s.dtype.name, name=s.name),
+            spec,
+        )
+        features = self.trunk(inputs)
+        outputs = {task: head(features) for task, head in self.heads.items()}
+        return keras.Model(inputs, outputs, name=self.name)
 
     def get_config(self):
         config = super().get_config()
@@ -457,17 +506,25 @@ def _describe(value):
     return type(value).__name__
 
 
+def _all_layers(layer):
+    yield layer
+    for sublayer in _keras_internals.sublayers(layer):
+        yield from _all_layers(sublayer)
+
+
 def _check_distinct_layers(trunk, heads):
-    """Each head is its own layer, distinct from the trunk and other heads."""
-    seen = {id(trunk): "the trunk"}
-    for task, head in heads.items():
-        if id(head) in seen:
-            raise ValueError(
-                f"The head of task {task!r} is the same layer as {seen[id(head)]}: "
-                "give every task its own head layer (alternating training updates "
-                "one task's head at a time)."
-            )
-        seen[id(head)] = f"the head of task {task!r}"
+    """Each head's layers are its own: not the trunk's, not another head's."""
+    seen = {}
+    for owner, root in [("the trunk", trunk)] + [(f"the head of task {t!r}", h) for t, h in heads.items()]:
+        for layer in _all_layers(root):
+            other = seen.setdefault(id(layer), owner)
+            if other != owner:
+                what = "is the same layer as" if layer is root else f"shares the layer {layer.name!r} with"
+                raise ValueError(
+                    f"{owner[0].upper() + owner[1:]} {what} {other}: give every task "
+                    "its own head layers, apart from the trunk (alternating training "
+                    "updates one task's head at a time)."
+                )
 
 
 def _check_no_shared_variables(trunk, heads):

@@ -50,6 +50,7 @@ import functools
 import keras
 import tensorflow as tf
 
+from keras_mtl import _keras_internals
 from keras_mtl import _losses
 from keras_mtl import data as data_module
 from keras_mtl import tasks
@@ -184,7 +185,8 @@ class _Batch:
         self.loss_sum = self.normalizer = None
         if spec.trained:
             self.loss_sum, self.normalizer = _losses.loss_sums(
-                spec.name, spec.loss, self.y_clean, y_pred, self.weights, self.count
+                spec.name, spec.loss, self.y_clean, y_pred, self.weights, self.count,
+                mask=_keras_internals.keras_mask(y_pred),
             )
 
 
@@ -216,7 +218,7 @@ def _penalty(model, specs):
 def _terms(model, specs, data, training):
     x, y, sample_weight = unpack(data)
     data_module.check_targets(model, y, sample_weight)
-    features = model.trunk(x, training=training)
+    features = model.trunk(model._in_trunk_order(x), training=training)
     batches = [
         _Batch(s, y[s.name], _task_sample_weight(sample_weight, s.name),
                s.head(features, training=training))

@@ -117,3 +117,29 @@ def test_fit_calls_the_made_train_function_with_a_tf_iterator_per_execution():
     model.fit(np.ones((6, 2)), np.ones((6, 1)), batch_size=2, verbose=0)
     assert seen and all("Iterator" in name for name in seen)
     assert len(seen) == 2  # 3 batches in executions of 2 steps
+
+
+def test_sublayers_come_from_flatten_layers_without_the_input_layer():
+    trunk = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d"),
+                              keras.layers.Dropout(0.1, name="drop")])
+    assert [layer.name for layer in _keras_internals.sublayers(trunk)] == ["d", "drop"]
+
+
+def test_keras_masks_are_attached_as_keras_mask():
+    embedded = keras.layers.Embedding(5, 2, mask_zero=True)(np.array([[1, 0]]))
+    np.testing.assert_array_equal(_keras_internals.keras_mask(embedded), [[True, False]])
+
+
+def test_the_default_save_signature_is_what_tensorflow_traces_for_a_model():
+    import tensorflow as tf
+    from keras.src.backend.tensorflow.layer import TFLayer
+
+    assert isinstance(inspect.getattr_static(TFLayer, "_default_save_signature"), property)
+    inputs = {"n": keras.Input((1,), name="n"), "s": keras.Input((1,), dtype="string", name="s")}
+    lookup = keras.layers.StringLookup(vocabulary=["a"], output_mode="one_hot")(inputs["s"])
+    trunk = keras.Model(inputs, keras.layers.Concatenate()([inputs["n"], lookup]))
+    model = keras_mtl.MultiTaskModel(trunk, {"a": 1})
+    model.build(None)
+    signature = model._default_save_signature
+    spec = signature.input_signature[0]
+    assert spec["s"].dtype == tf.string and spec["n"].dtype == tf.float32
