@@ -30,9 +30,18 @@ Cases (each at `steps_per_execution` 1 and 32, on each model):
 Models: `seed` is the tutorial's network (10 inputs, a shared Dense 20 ReLU,
 two heads Dense 20 ReLU, batch 32); `wide` has 256 inputs, a shared Dense 1024
 ReLU -> Dense 1024 ReLU trunk and 8 heads Dense 256 ReLU -> Dense 10 (batch
-256). Every loss is MSE, every optimizer Adam, XLA is off everywhere (Keras's
-default on CPU). The fit-based cases read a cached, prefetched
-`tf.data.Dataset` built before timing, with `verbose=0`.
+256). Both use the Dense shortcut `MultiTaskModel(trunk_units=[...])`. `conv`
+is a small convolutional network on synthetic 16x16x3 float32 images: a
+shared Conv2D 16 3x3 ReLU (same padding) -> MaxPool 2x2 -> Conv2D 32 3x3
+ReLU -> GlobalAveragePooling2D trunk and 3 linear heads Dense 10 (batch 64);
+keras_mtl gets the trunk as a layer, `MultiTaskModel(keras.Sequential([...]),
+heads)`, and `functional` lays the same layers out inline. It runs only when
+named (`--models conv`, or `all`), and only `functional`, `mtl_joint` and (full
+run) `mtl_alternating`: its one target is joint vs functional. Every loss is
+MSE, every optimizer Adam, XLA is off everywhere (Keras's default on CPU). The
+fit-based cases read a cached, prefetched `tf.data.Dataset` built before
+timing, with `verbose=0`. Each case draws its own initial weights (the
+global seed is set once per model, not per case).
 
 Method (these machines are noisy, about +-15% between runs):
 
@@ -61,6 +70,8 @@ Run from the repository root:
     python benchmarks/bench_training.py                   # full run (< 15 min on 2 cores)
     python benchmarks/bench_training.py --quick           # < 2 min on 2 cores
     python benchmarks/bench_training.py --models seed --rounds 9 --out results.md
+    python benchmarks/bench_training.py --models conv     # the conv model (< 8 min on 2 cores)
+    python benchmarks/bench_training.py --quick --models conv   # about 2 min on 2 cores
 
 See benchmarks/README.md for what every column means.
 """
@@ -108,19 +119,36 @@ class ModelSpec:
     """The network every case of a model trains."""
 
     name: str
-    inputs: int
-    trunk_units: tuple
+    inputs: int | tuple  # features (dense trunk), or an image shape (H, W, C) (conv trunk)
+    trunk_units: tuple  # Dense units (dense trunk), or Conv2D filters (conv trunk)
     tasks: tuple
     head_hidden: tuple
     head_units: int
     head_activation: str | None
     batch_size: int
+    trunk: str = "dense"  # "dense": Dense ReLU layers; "conv": see `_trunk_layers`
+
+    @property
+    def input_shape(self):
+        """One example's shape."""
+        return (self.inputs,) if isinstance(self.inputs, int) else tuple(self.inputs)
+
+    @property
+    def features(self):
+        """The width of the trunk's output (Dense units, or filters after pooling)."""
+        return self.trunk_units[-1]
 
     def describe(self):
         head = " -> ".join(f"Dense {u}" for u in self.head_hidden + (self.head_units,))
-        trunk = " -> ".join(f"Dense {u} ReLU" for u in self.trunk_units)
+        if self.trunk == "conv":
+            inputs = "x".join(map(str, self.input_shape)) + " float32 images"
+            convs = [f"Conv2D {f} 3x3 same ReLU" for f in self.trunk_units]
+            trunk = " -> MaxPool 2x2 -> ".join(convs) + " -> GlobalAveragePooling2D"
+        else:
+            inputs = f"{self.inputs} inputs"
+            trunk = " -> ".join(f"Dense {u} ReLU" for u in self.trunk_units)
         return (
-            f"{self.inputs} inputs -> shared {trunk} -> {len(self.tasks)} heads ({head}, "
+            f"{inputs} -> shared {trunk} -> {len(self.tasks)} heads ({head}, "
             f"output {self.head_activation or 'linear'}), batch {self.batch_size}, MSE, Adam"
         )
 
@@ -129,6 +157,9 @@ MODELS = {
     "seed": ModelSpec("seed", 10, (20,), ("Y1", "Y2"), (), 20, "relu", 32),
     "wide": ModelSpec(
         "wide", 256, (1024, 1024), tuple(f"t{i}" for i in range(8)), (256,), 10, None, 256
+    ),
+    "conv": ModelSpec(
+        "conv", (16, 16, 3), (16, 32), ("t0", "t1", "t2"), (), 10, None, 64, trunk="conv"
     ),
 }
 
@@ -145,26 +176,39 @@ class Plan:
     skip_rows: dict = dataclasses.field(default_factory=dict)  # model -> rows not run
 
 
+# The conv model has one target (joint vs functional): it runs functional,
+# mtl_joint and, in a full run, mtl_alternating (for information).
+CONV_SKIP = (
+    "tutorial_loop", "mtl_alt_task_opts", "mtl_alt_interleave", "mtl_alt_interleave_1thread",
+)
+
 PLANS = {
     "full": Plan(
-        "full", {"seed": 1024, "wide": 64}, {"seed": 5, "wide": 5}, {"seed": SPES, "wide": SPES},
-        "all",
+        "full", {"seed": 1024, "wide": 64, "conv": 256}, {"seed": 5, "wide": 5, "conv": 5},
+        {"seed": SPES, "wide": SPES, "conv": SPES}, "all",
+        skip_rows={"conv": CONV_SKIP},
     ),
-    # Under 2 minutes: only the rows the targets need, and the wide model
-    # (seconds per epoch, several more to trace) only at spe=32, 2 rounds.
+    # Under 2 minutes for seed + wide: only the rows the targets need, and the
+    # wide model (seconds per epoch, several more to trace) only at spe=32, 2
+    # rounds. conv (about 15 ms a step on 2 cores): spe=32 only, its two
+    # target rows, 5 short rounds (about 2 min alone, memory included).
     "quick": Plan(
-        "quick", {"seed": 128, "wide": 64}, {"seed": 3, "wide": 2}, {"seed": SPES, "wide": (32,)},
+        "quick", {"seed": 128, "wide": 64, "conv": 128}, {"seed": 3, "wide": 2, "conv": 5},
+        {"seed": SPES, "wide": (32,), "conv": (32,)},
         "targets",
         skip_rows={
             "seed": ("mtl_alt_task_opts", "mtl_alt_interleave_1thread"),
             "wide": ("tutorial_loop", "mtl_alt_task_opts", "mtl_alt_interleave_1thread"),
+            "conv": CONV_SKIP + ("mtl_alternating",),
         },
     ),
     "smoke": Plan(
-        "smoke", {"seed": 64, "wide": 64}, {"seed": 1, "wide": 1}, {"seed": SPES, "wide": SPES},
-        "targets",
+        "smoke", {"seed": 64, "wide": 64, "conv": 64}, {"seed": 1, "wide": 1, "conv": 1},
+        {"seed": SPES, "wide": SPES, "conv": SPES}, "targets",
+        skip_rows={"conv": CONV_SKIP},
     ),
 }
+DEFAULT_MODELS = ("seed", "wide")  # conv: ask for it with --models
 
 
 # ----------------------------------------------------------------------
@@ -174,7 +218,7 @@ def make_data(spec, steps):
     """Synthetic inputs and one label array per task: `steps` full batches."""
     rng = np.random.default_rng(DATA_SEED)
     n = steps * spec.batch_size
-    x = rng.standard_normal((n, spec.inputs), dtype=np.float32)
+    x = rng.standard_normal((n,) + spec.input_shape, dtype=np.float32)
     y = {t: rng.standard_normal((n, spec.head_units), dtype=np.float32) for t in spec.tasks}
     return x, y
 
@@ -298,6 +342,14 @@ def _num_steps(spec, data):
 
 
 def _trunk_layers(spec):
+    if spec.trunk == "conv":  # Conv2D -> MaxPool -> Conv2D -> ... -> GlobalAveragePooling2D
+        layers = []
+        for i, filters in enumerate(spec.trunk_units):
+            if i:
+                layers.append(keras.layers.MaxPooling2D(2, name=f"shared_pool_{i}"))
+            layers.append(keras.layers.Conv2D(
+                filters, 3, padding="same", activation="relu", name=f"shared_{i}"))
+        return layers + [keras.layers.GlobalAveragePooling2D(name="shared_gap")]
     return [
         keras.layers.Dense(u, activation="relu", name=f"shared_{i}")
         for i, u in enumerate(spec.trunk_units)
@@ -314,7 +366,7 @@ def _head_layers(spec, task):
 
 def build_functional(spec, data, spe):
     """Keras functional multi-output model, `compile(loss=dict, loss_weights=dict)`."""
-    features = inputs = keras.Input((spec.inputs,))
+    features = inputs = keras.Input(spec.input_shape)
     for layer in _trunk_layers(spec):
         features = layer(features)
     outputs = {}
@@ -352,11 +404,11 @@ def build_tutorial_loop(spec, data, spe=None):
     """One tf.function + Adam per task, a numpy coin flip per step, pre-built tensors."""
     del spe  # a Python loop, one step per call, in every block
     trunk = keras.Sequential(_trunk_layers(spec))
-    trunk.build((None, spec.inputs))
+    trunk.build((None,) + spec.input_shape)
     step_fns, optimizers = [], []
     for task in spec.tasks:
         head = keras.Sequential(_head_layers(spec, task))
-        head.build((None, spec.trunk_units[-1]))
+        head.build((None, spec.features))
         optimizers.append(keras.optimizers.Adam())
         step_fns.append(_tutorial_task_step(trunk, head, optimizers[-1]))
 
@@ -381,12 +433,14 @@ def build_tutorial_loop(spec, data, spe=None):
 
 
 def _mtl_model(spec):
+    """The Dense shortcut `trunk=[units...]`, or (conv) the trunk's layers as a Sequential."""
     head = keras_mtl.Head(
         spec.head_units, activation=spec.head_activation, hidden_units=list(spec.head_hidden)
     )
-    return keras_mtl.MultiTaskModel(
-        trunk_units=list(spec.trunk_units), heads={t: head for t in spec.tasks}
-    )
+    heads = {t: head for t in spec.tasks}
+    if spec.trunk == "conv":
+        return keras_mtl.MultiTaskModel(keras.Sequential(_trunk_layers(spec), name="trunk"), heads)
+    return keras_mtl.MultiTaskModel(trunk_units=list(spec.trunk_units), heads=heads)
 
 
 def _compile_mtl(model, spec, spe, **kwargs):
@@ -735,17 +789,28 @@ def _target_line(name, ratio, bound, why_missing=""):
 ALTERNATING_OVER_JOINT = {"seed": 1.0, "wide": 1.8}
 
 
+def speed_checks(model):
+    """(row, reference, bound) of the model's speed targets at every spe.
+
+    Every model: joint >= 0.97x functional. The alternating and interleave
+    targets are the seed and wide models' only (conv has the joint one).
+    """
+    checks = [("mtl_joint", "functional", 0.97)]
+    if model in ALTERNATING_OVER_JOINT:
+        checks += [
+            ("mtl_alternating", "mtl_joint", ALTERNATING_OVER_JOINT[model]),
+            ("mtl_alt_interleave", "mtl_alternating", 0.9),
+        ]
+    return checks
+
+
 def evaluate_targets(models, spes, results, memory):
     """The issue's targets, as PASS / MISS / SKIP lines (medians over rounds)."""
     lines = []
     for model in models:
         for spe in SPES:
             why = "" if spe in spes[model] else f" (spe={spe} not run for {model} in this plan)"
-            checks = [
-                ("mtl_joint", "functional", 0.97),
-                ("mtl_alternating", "mtl_joint", ALTERNATING_OVER_JOINT[model]),
-                ("mtl_alt_interleave", "mtl_alternating", 0.9),
-            ]
+            checks = speed_checks(model)
             for row, reference, bound in checks:
                 r = _ratio(results, model, (row, spe), (reference, spe))
                 lines.append(_target_line(
@@ -852,15 +917,21 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--quick", action="store_true",
-        help="short run (< 2 min on 2 cores): fewer steps and rounds, only the rows the "
-             "targets use (no mtl_alt_task_opts, no mtl_alt_interleave_1thread; on wide no "
-             "tutorial_loop either), the wide model at spe=32 only; memory of functional "
-             "and mtl_joint only",
+        help="short run (< 2 min on 2 cores for seed,wide; about 2 min for conv): fewer "
+             "steps and rounds, only the rows the targets use (no mtl_alt_task_opts, no "
+             "mtl_alt_interleave_1thread; on wide no tutorial_loop either; on conv functional "
+             "and mtl_joint only), the wide and conv models at spe=32 only; memory of "
+             "functional and mtl_joint only",
     )
-    parser.add_argument("--models", default="seed,wide", help="comma-separated subset of: seed,wide")
+    parser.add_argument(
+        "--models", default=",".join(DEFAULT_MODELS),
+        help=f"comma-separated subset of: {','.join(MODELS)}, or 'all' (default: "
+             f"{','.join(DEFAULT_MODELS)}; the conv model runs only when named)",
+    )
     parser.add_argument(
         "--rounds", type=int,
-        help="timed rounds for every model (default 5; with --quick 3 for seed, 2 for wide)",
+        help="timed rounds for every model (default 5; with --quick 3 for seed, 2 for wide, "
+             "5 for conv)",
     )
     parser.add_argument("--out", help="also write the report (Markdown) to this file")
     parser.add_argument(
@@ -875,6 +946,8 @@ def parse_args(argv=None):
     parser.add_argument("--memory-steps", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.models == ["all"]:
+        args.models = list(MODELS)
     unknown = [m for m in args.models if m not in MODELS]
     if unknown or not args.models:
         parser.error(f"--models takes a comma-separated subset of {','.join(MODELS)}; "
@@ -896,9 +969,11 @@ def run_benchmark(args):
         # Gradient methods on the wide model take T = 8 backward passes of a
         # 2.4M-parameter trunk per step: minutes per round. By default the
         # full run measures every method on the seed model only; ask for
-        # the wide model with --weighting all --models wide.
+        # the wide (or conv) model with --weighting all --models wide.
         skipped = {m: tuple(plan.skip_rows.get(m, ())) for m in MODELS}
-        skipped["wide"] += tuple(WEIGHTING_PREFIX + w for w in args.weighting)
+        for model in MODELS:
+            if model != "seed":
+                skipped[model] += tuple(WEIGHTING_PREFIX + w for w in args.weighting)
         plan = dataclasses.replace(plan, skip_rows=skipped)
     if args.rounds:
         plan = dataclasses.replace(plan, rounds={m: args.rounds for m in MODELS})

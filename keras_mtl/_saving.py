@@ -27,7 +27,9 @@ from keras_mtl import _keras_internals
 
 # Version of the saved layout (get_config / compile config). Bump it when a
 # change makes older keras_mtl unable to read the files newer ones write.
-FORMAT_VERSION = 1
+# 1: keras_mtl 0.1 (Dense trunk); 2: a Keras layer as trunk (`trunk` in the
+# config). A model with the Dense trunk is still written as 1, which 0.1 reads.
+FORMAT_VERSION = 2
 
 
 def serialize(value):

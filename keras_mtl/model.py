@@ -326,7 +326,10 @@ class MultiTaskModel(
     def get_build_config(self):
         if self._mtl_input_spec is None:
             return super().get_build_config()
-        return {"input_spec": _inputs.serialize(self._mtl_input_spec)}
+        config = {"input_spec": _inputs.serialize(self._mtl_input_spec)}
+        if isinstance(self._mtl_input_spec, tf.TensorSpec):  # what keras_mtl 0.1 reads
+            config["input_shape"] = self._mtl_input_spec.shape.as_list()
+        return config
 
     def build_from_config(self, config):
         if "input_spec" in config:
@@ -419,7 +422,7 @@ class MultiTaskModel(
     def get_config(self):
         config = super().get_config()
         config.update(
-            format_version=_saving.FORMAT_VERSION,
+            format_version=1 if self.trunk_units is not None else _saving.FORMAT_VERSION,
             heads={name: keras.saving.serialize_keras_object(h) for name, h in self.heads.items()},
             head_activation=keras.activations.serialize(self.head_activation),
             frozen_layers=self.frozen_layers(),

@@ -491,3 +491,17 @@ def test_mirrored_training_with_a_named_input_trunk_equals_single_device(mirrore
                        [v.numpy() for v in single.trainable_weights], exact=False, atol=1e-5)
     for key in single_logs:
         np.testing.assert_allclose(mirrored_logs[key], single_logs[key], rtol=1e-4, err_msg=key)
+
+
+def test_config_round_trips_and_names_the_format_a_layer_trunk_needs():
+    model = named_model()
+    model.build(None)
+    config = model.get_config()
+    assert config["format_version"] == 2 and "trunk_units" not in config
+    clone = keras_mtl.MultiTaskModel.from_config(config)
+    clone.build(None)
+    assert [w.shape for w in clone.weights] == [w.shape for w in model.weights]
+    dense = keras_mtl.MultiTaskModel([4], {"a": 1})
+    dense.build((None, 3))
+    assert dense.get_config()["format_version"] == 1  # still readable by keras_mtl 0.1
+    assert dense.get_build_config()["input_shape"] == [None, 3]

@@ -19,6 +19,7 @@ KERAS_PROTOCOL = {
     "load_own_variables", "make_train_function", "test_step", "update_state", "result",
     "reset_state", "get_compile_config", "compile_from_config", "on_epoch_end",
     "on_train_batch_end", "set_model", "reset_metrics", "train_step", "make_test_function",
+    "get_build_config", "build_from_config",
 }
 MODULES = [keras_mtl.samplers, keras_mtl.data, keras_mtl.optimizers, keras_mtl.weighting,
            keras_mtl.callbacks]
