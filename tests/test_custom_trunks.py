@@ -505,3 +505,53 @@ def test_config_round_trips_and_names_the_format_a_layer_trunk_needs():
     dense.build((None, 3))
     assert dense.get_config()["format_version"] == 1  # still readable by keras_mtl 0.1
     assert dense.get_build_config()["input_shape"] == [None, 3]
+
+
+# ------------------------------------------- XLA, weighting, task optimizers
+@pytest.mark.parametrize("mode", ["joint", "alternating"])
+def test_xla_with_a_conv_trunk_trains_like_the_default(mode):
+    x, y = image_data()
+    runs = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(5)
+        model = keras_mtl.MultiTaskModel(conv_trunk(batch_norm=True), {"digit": keras_mtl.Head(3, activation="softmax"),
+                                                                       "odd": 1})
+        model.compile(optimizer="adam", mode=mode, seed=1, jit_compile=jit, steps_per_execution=2,
+                      loss={"digit": "sparse_categorical_crossentropy", "odd": "mse"})
+        model.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+        runs.append([v.numpy() for v in model.weights])
+    assert_same_arrays(runs[1], runs[0], exact=False, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", [keras_mtl.weighting.PCGrad(), keras_mtl.weighting.MGDA(),
+                                    keras_mtl.weighting.Uncertainty()])
+def test_weighting_methods_train_a_sequence_trunk(method):
+    """MGDA's representation gradients with a rank-3 trunk output (a sequence)."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, 9, (32, 5)).astype("int32")
+    trunk = keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(10, 4)])
+    heads = {"tags": keras.layers.Dense(3, activation="softmax", name="tagger"),
+             "total": keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(1)], name="total_tower")}
+    model = keras_mtl.MultiTaskModel(trunk, heads)
+    model.compile(optimizer="adam", weighting=method,
+                  loss={"tags": "sparse_categorical_crossentropy", "total": "mse"})
+    y = {"tags": tokens % 3, "total": tokens.sum(1, keepdims=True).astype("float32") / 40}
+    history = model.fit(tokens, y, epochs=3, batch_size=8, verbose=0).history
+    assert np.isfinite(history["loss"]).all() and history["tags_loss"][-1] < history["tags_loss"][0]
+
+
+def test_task_optimizers_with_a_named_trunk_leave_the_other_task_untouched():
+    frame = named_data()
+    model = named_model()
+    model.compile(loss=NAMED_LOSS, mode="alternating", sampler="round_robin", seed=0,
+                  task_optimizers={"species": keras.optimizers.Adam(), "mass": keras.optimizers.SGD(0.1)})
+    x = as_dict(frame)
+    y = {"species": frame["species"].to_numpy(), "mass": frame["mass"].to_numpy()}
+    model.train_on_batch({k: v[:8] for k, v in x.items()}, {t: v[:8] for t, v in y.items()})  # species
+    mass_before = [v.numpy().copy() for v in model.heads["mass"].weights]
+    species_optimizer = [v.numpy().copy() for v in model.task_optimizers["species"].variables]
+    mass_optimizer = [v.numpy().copy() for v in model.task_optimizers["mass"].variables]
+    model.train_on_batch({k: v[8:16] for k, v in x.items()}, {t: v[8:16] for t, v in y.items()})  # mass
+    assert_same_arrays([v.numpy() for v in model.task_optimizers["species"].variables], species_optimizer)
+    assert any(np.any(a != b) for a, b in zip([v.numpy() for v in model.heads["mass"].weights], mass_before))
+    assert int(model.task_optimizers["mass"].iterations) == int(mass_optimizer[0]) + 1
