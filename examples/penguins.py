@@ -1,30 +1,48 @@
-"""Palmer Penguins: species, sex and body mass from one shared trunk.
+"""Palmer Penguins: species, sex and body mass from one shared trunk, on raw columns.
 
 Three related tasks on the same penguins (Horst, Hill & Gorman, 2020):
 
 * species: Adelie, Chinstrap or Gentoo (3-class softmax);
 * sex: female or male (1 sigmoid unit); unknown for 9 penguins;
-* body mass: regression on the standardized mass.
+* body mass: regression on the standardized mass (the MAE is reported in grams).
 
-The inputs are the bill length, bill depth and flipper length
-(standardized) and the island (one-hot). A shared trunk feeds one head per
-task. We train it jointly and by alternating tasks, and compare both with
-three single-task models of the same size (same trunk, one head) trained the
-same way, on a held-out test split.
+The model takes the RAW columns, by name: the island as a string and the bill
+length, bill depth and flipper length in millimetres. The preprocessing lives
+inside the trunk, a functional `keras.Model` with one named input per column:
+a `StringLookup` one-hot encodes the island and a `Normalization` layer,
+adapted on the training split, standardizes each measurement. So `fit` takes
+the DataFrame of raw columns as it is, and the exported SavedModel takes the
+raw values a TF Serving client sends:
+
+    {"instances": [{"island": "Biscoe", "bill_length_mm": 39.1, ...}]}
+
+One trunk feeds one head per task. We train it jointly and by alternating
+tasks, and compare both with three single-task models of the same size (the
+same trunk, each with its own freshly adapted preprocessing layers, one
+head) trained the same way, on a held-out test split. The joint model is then
+exported and one raw test row is served from the SavedModel.
 
 Penguins whose sex is unknown keep their species and mass: their sex label
 is NaN, which keras_mtl treats as a missing label (no loss, no metric).
 
 Run:  python examples/penguins.py
+(writes penguins_curves.png and the SavedModel serving/penguins/1, which TF
+Serving serves with e.g.
+    docker run -p 8501:8501 -v "$PWD/serving/penguins:/models/penguins" \\
+        -e MODEL_NAME=penguins tensorflow/serving)
 """
+
+import json
 
 import keras
 import numpy as np
 import palmerpenguins
+import tensorflow as tf
 
 import keras_mtl
 
 MEASUREMENTS = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm"]
+INPUTS = ["island", *MEASUREMENTS]  # the raw columns the model takes, by name
 ISLANDS = ["Biscoe", "Dream", "Torgersen"]
 SPECIES = ["Adelie", "Chinstrap", "Gentoo"]
 TASKS = ("species", "sex", "mass")
@@ -44,12 +62,14 @@ COLUMNS = {"species_accuracy": "species acc", "sex_accuracy": "sex acc", "mass_m
 
 
 def load_data(seed=0, test_fraction=0.2, val_fraction=0.2):
-    """Inputs and labels, split into train/val/test with a fixed seed.
+    """Raw inputs and labels, split into train/val/test with a fixed seed.
 
     Returns:
-        `(splits, mass_std)`: `splits[name] = (x, {task: labels})` for
-        `name` in train/val/test, and the standard deviation (in grams) that
-        scales the standardized mass.
+        `(splits, (mass_mean, mass_std))`: `splits[name] = (x, {task:
+        labels})` for `name` in train/val/test, where `x` is a DataFrame of
+        the raw columns `INPUTS` (the island as text, the measurements in
+        mm); and the training split's mean and standard deviation (in grams)
+        that standardize the mass labels.
     """
     df = palmerpenguins.load_penguins()
     # Inputs cannot be NaN, so the 2 penguins with no measurements at all are
@@ -62,28 +82,48 @@ def load_data(seed=0, test_fraction=0.2, val_fraction=0.2):
     rows = {"test": order[:n_test], "val": order[n_test : n_test + n_val],
             "train": order[n_test + n_val :]}
 
-    # Standardize with the training rows only, so the test split stays unseen.
+    # The mass target is standardized with the training rows only, so the
+    # test split stays unseen (the inputs are standardized inside the trunk).
     train = df.iloc[rows["train"]]
-    measurements = (df[MEASUREMENTS] - train[MEASUREMENTS].mean()) / train[MEASUREMENTS].std()
-    islands = np.stack([(df["island"] == i).to_numpy() for i in ISLANDS], axis=1)
-    x = np.concatenate([measurements.to_numpy(), islands], axis=1).astype("float32")
-
-    mass_mean, mass_std = train["body_mass_g"].mean(), train["body_mass_g"].std()
+    mass_mean, mass_std = float(train["body_mass_g"].mean()), float(train["body_mass_g"].std())
     labels = {
         "species": df["species"].map(SPECIES.index).to_numpy("int32"),
         "sex": df["sex"].map({"female": 0.0, "male": 1.0}).to_numpy("float32")[:, None],
         "mass": ((df["body_mass_g"] - mass_mean) / mass_std).to_numpy("float32")[:, None],
     }
     splits = {
-        name: (x[idx], {t: y[idx] for t, y in labels.items()}) for name, idx in rows.items()
+        name: (df.iloc[idx][INPUTS], {t: y[idx] for t, y in labels.items()})
+        for name, idx in rows.items()
     }
-    return splits, float(mass_std)
+    return splits, (mass_mean, mass_std)
+
+
+def make_trunk(x_train):
+    """A fresh trunk on the raw columns, its preprocessing adapted on `x_train`.
+
+    One named input per column: the island (a string) one-hot encoded by a
+    `StringLookup` (an island it has never seen goes to its out-of-vocabulary
+    slot), each measurement standardized by its own `Normalization` layer.
+    """
+    inputs = {"island": keras.Input((1,), name="island", dtype="string")}
+    lookup = keras.layers.StringLookup(vocabulary=ISLANDS, output_mode="one_hot")
+    features = [lookup(inputs["island"])]
+    for name in MEASUREMENTS:
+        inputs[name] = keras.Input((1,), name=name)
+        normalize = keras.layers.Normalization()
+        normalize.adapt(x_train[name].to_numpy("float32")[:, None])  # mean and variance
+        features.append(normalize(inputs[name]))
+    h = keras.layers.Concatenate()(features)
+    for units in TRUNK_UNITS:
+        h = keras.layers.Dense(units, activation="relu")(h)
+    return keras.Model(inputs, h, name="trunk")
 
 
 def train(splits, tasks, mode, epochs, seed=0):
     """Trains a model with a head per task in `tasks`; returns (model, history)."""
+    (x, y), (x_val, y_val) = splits["train"], splits["val"]
     keras.utils.set_random_seed(seed)  # same initial trunk for every model
-    model = keras_mtl.MultiTaskModel(TRUNK_UNITS, {t: HEADS[t] for t in tasks})
+    model = keras_mtl.MultiTaskModel(make_trunk(x), {t: HEADS[t] for t in tasks})
     model.compile(
         optimizer=keras.optimizers.Adam(LEARNING_RATE),
         loss={t: LOSSES[t] for t in tasks},
@@ -91,7 +131,6 @@ def train(splits, tasks, mode, epochs, seed=0):
         mode=mode,
         **({"seed": seed} if mode == "alternating" else {}),
     )
-    (x, y), (x_val, y_val) = splits["train"], splits["val"]
     print(f"== {mode} training of {', '.join(tasks)}")
     history = model.fit(
         x, {t: y[t] for t in tasks}, batch_size=BATCH_SIZE, epochs=epochs,
@@ -133,13 +172,68 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def main(epochs=25, plot_path="penguins_curves.png"):
-    splits, mass_std = load_data()
+def rest_request(x, row=0):
+    """The TF Serving REST request body for row `row` of the raw columns `x`."""
+    values = x.iloc[row]
+    instance = {c: str(values[c]) if c == "island" else float(values[c]) for c in INPUTS}
+    return {"instances": [instance]}
+
+
+def export_and_serve(model, splits, mass, path, row=0):
+    """Exports `model` to `path` and serves one raw test row from the SavedModel.
+
+    The SavedModel is loaded with TensorFlow alone (`tf.saved_model.load`) and
+    its `serving_default` signature called with the raw named values, one
+    tensor of shape `(1,)` per column, as TF Serving does with the REST
+    request it prints.
+
+    Returns:
+        Dict with the `request` body, the `served` outputs `{task: array}`
+        and the outputs `model.predict` gives for the same row (`predicted`).
+    """
+    model.export(path, verbose=False)
+    x_test, y_test = splits["test"]
+    request = rest_request(x_test, row)
+    instance = request["instances"][0]
+    print(f"\nExported the joint model to {path}. TF Serving REST request, raw values:")
+    print("POST http://localhost:8501/v1/models/penguins:predict")
+    print(json.dumps(request))
+
+    served_model = tf.saved_model.load(path)
+    serve = served_model.signatures["serving_default"]
+    served = serve(**{name: tf.constant([value]) for name, value in instance.items()})
+    served = {task: served[task].numpy() for task in model.task_names}
+    # As TF Serving answers a row-format request: one dict of outputs per instance.
+    response = {"predictions": [{t: np.round(v[0].astype(float), 4).tolist()
+                                 for t, v in served.items()}]}
+    print("Response (serving_default of the SavedModel, loaded with tf.saved_model.load):")
+    print(json.dumps(response))
+
+    predicted = model.predict(x_test.iloc[[row]], verbose=0)
+    gap = max(float(np.max(np.abs(served[t] - predicted[t]))) for t in served)
+    mass_mean, mass_std = mass
+    species, p_male = SPECIES[int(np.argmax(served["species"][0]))], float(served["sex"][0, 0])
+    grams = mass_mean + mass_std * float(served["mass"][0, 0])
+    true_sex = {0.0: "female", 1.0: "male"}.get(float(y_test["sex"][row, 0]), "unknown sex")
+    true_grams = mass_mean + mass_std * float(y_test["mass"][row, 0])
+    print(f"Read: {species}, P(male) = {p_male:.2f}, {grams:.0f} g; this penguin is a "
+          f"{SPECIES[int(y_test['species'][row])]}, {true_sex}, {true_grams:.0f} g. "
+          f"Largest difference from model.predict: {gap:.1e}")
+    return {"request": request, "served": served, "predicted": predicted}
+
+
+def main(epochs=25, plot_path="penguins_curves.png", export_path="serving/penguins/1"):
+    """Trains and compares the models, saves the curves (`plot_path`) and exports
+    the joint model (`export_path`; None skips either); returns the test scores."""
+    splits, mass = load_data()
+    mass_std = mass[1]
     results = {}
     for mode in ("joint", "alternating"):
         model, history = train(splits, TASKS, mode, epochs)
         results[mode] = evaluate_on_test(model, splits, TASKS, mass_std)
-        if mode == "alternating":
+        if mode == "joint":
+            joint = model
+        else:
             curves = history
     # Same trunk and head, same optimizer, epochs and batch size, one task each.
     results["single-task"] = {}
@@ -153,6 +247,8 @@ def main(epochs=25, plot_path="penguins_curves.png"):
           "a third of the updates.)")
     if plot_path is not None:
         save_curves(curves, plot_path)
+    if export_path is not None:
+        export_and_serve(joint, splits, mass, export_path)
     return results
 
 

@@ -69,6 +69,25 @@ def _inputs(model, x, method):
     else:
         x = _array(x)
     _check_same_rows(x, method)
+    return _to_declared_rank(x, declared)
+
+
+def _to_declared_rank(x, declared):
+    """`(n,)` arrays as `(n, 1)` where the trunk declares a `(batch, 1)` input,
+    so that every call passes the same ranks (Keras's predict function
+    retraces with unknown shapes when the rank changes between calls)."""
+    if declared is None:
+        return x
+
+    def adjust(value, spec):
+        if len(value.shape) == spec.shape.rank - 1 and spec.shape[-1] == 1:
+            return tf.expand_dims(value, -1) if isinstance(value, tf.Tensor) else value.reshape(-1, 1)
+        return value
+
+    if isinstance(x, dict) and isinstance(declared, dict):
+        return {k: adjust(v, declared[k]) if k in declared else v for k, v in x.items()}
+    if isinstance(declared, tf.TensorSpec) and hasattr(x, "shape"):
+        return adjust(x, declared)
     return x
 
 

@@ -555,3 +555,16 @@ def test_task_optimizers_with_a_named_trunk_leave_the_other_task_untouched():
     assert_same_arrays([v.numpy() for v in model.task_optimizers["species"].variables], species_optimizer)
     assert any(np.any(a != b) for a, b in zip([v.numpy() for v in model.heads["mass"].weights], mass_before))
     assert int(model.task_optimizers["mass"].iterations) == int(mass_optimizer[0]) + 1
+
+
+def test_predict_takes_one_value_per_example_or_a_column_alike():
+    """(n,) arrays for (batch, 1) inputs are reshaped, so predict does not
+    retrace with unknown shapes when calls mix DataFrames and 1-D arrays."""
+    frame = named_data(n=12)
+    model = named_model()
+    by_frame = model.predict(frame, verbose=0)
+    flat = {"length": frame["length"].to_numpy(), "island": frame["island"].to_numpy(),
+            "year": frame["year"].to_numpy()}
+    by_flat = model.predict(flat, verbose=0)
+    np.testing.assert_allclose(by_flat["mass"], by_frame["mass"], atol=1e-6)
+    np.testing.assert_allclose(model.predict(as_dict(frame), verbose=0)["mass"], by_frame["mass"], atol=1e-6)

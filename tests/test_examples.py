@@ -24,31 +24,54 @@ def penguins():
     return module
 
 
-def test_penguins_data_keeps_unknown_sex_as_nan_and_drops_unmeasured_rows(penguins):
-    splits, mass_std = penguins.load_data()
+def test_penguins_data_keeps_raw_columns_and_unknown_sex_as_nan(penguins):
+    splits, (mass_mean, mass_std) = penguins.load_data()
     sizes = {name: len(x) for name, (x, _) in splits.items()}
     # 344 penguins, 2 without measurements; 11 without sex, 2 of them the unmeasured.
     assert sum(sizes.values()) == 342
     assert sizes == {"train": 206, "val": 68, "test": 68}
     assert sum(int(np.isnan(y["sex"]).sum()) for _, y in splits.values()) == 9
     for x, y in splits.values():
-        assert x.shape[1] == 6 and not np.isnan(x).any()
+        # The raw columns, by name: the island as text, the measurements in mm.
+        assert list(x.columns) == ["island", *penguins.MEASUREMENTS]
+        assert penguins.MEASUREMENTS == ["bill_length_mm", "bill_depth_mm", "flipper_length_mm"]
+        assert not x.isna().any().any()
+        assert set(x["island"]) <= {"Biscoe", "Dream", "Torgersen"}
+        assert x["flipper_length_mm"].between(170, 235).all()
         assert set(np.unique(y["species"])) <= {0, 1, 2}
         assert set(np.unique(y["sex"][~np.isnan(y["sex"])])) <= {0.0, 1.0}
-        np.testing.assert_array_equal(x[:, 3:].sum(1), 1.0)  # one island each
-    x_train, y_train = splits["train"]
-    np.testing.assert_allclose(x_train[:, :3].mean(0), 0.0, atol=1e-5)
+        assert all(len(labels) == len(x) for labels in y.values())
+    _, y_train = splits["train"]
     np.testing.assert_allclose(y_train["mass"].mean(), 0.0, atol=1e-5)
     np.testing.assert_allclose(y_train["mass"].std(ddof=1), 1.0, atol=1e-5)
-    assert 700 < mass_std < 900  # grams
+    assert 3500 < mass_mean < 4700 and 700 < mass_std < 900  # grams
 
 
 def test_penguins_split_is_the_same_on_every_call(penguins):
+    import pandas as pd
+
     first, _ = penguins.load_data()
     second, _ = penguins.load_data()
     for name in ("train", "val", "test"):
-        np.testing.assert_array_equal(first[name][0], second[name][0])
+        pd.testing.assert_frame_equal(first[name][0], second[name][0])
         np.testing.assert_array_equal(first[name][1]["species"], second[name][1]["species"])
+
+
+def test_penguins_trunk_preprocesses_the_raw_columns_inside(penguins):
+    splits, _ = penguins.load_data()
+    x_train = splits["train"][0]
+    trunk = penguins.make_trunk(x_train)
+    assert {t.name: t.dtype for t in trunk.inputs} == {
+        "island": "string", "bill_length_mm": "float32", "bill_depth_mm": "float32",
+        "flipper_length_mm": "float32"}
+    # Each Normalization layer holds its column's training mean; the islands are one-hot.
+    layers = penguins.keras.layers
+    norms = [layer for layer in trunk.layers if isinstance(layer, layers.Normalization)]
+    np.testing.assert_allclose(
+        sorted(float(n.mean.numpy().squeeze()) for n in norms),
+        sorted(x_train[penguins.MEASUREMENTS].mean()), rtol=1e-5)
+    lookup = next(layer for layer in trunk.layers if isinstance(layer, layers.StringLookup))
+    assert lookup.get_vocabulary() == ["[UNK]", "Biscoe", "Dream", "Torgersen"]
 
 
 def test_penguins_skips_the_plot_with_a_note_without_matplotlib(
@@ -61,11 +84,69 @@ def test_penguins_skips_the_plot_with_a_note_without_matplotlib(
     assert not path.exists()
 
 
+# Run by a fresh Python that can import neither keras_mtl nor Keras (as TF
+# Serving has neither): it imports TensorFlow, then reads {"path": SavedModel
+# directory, "request": TF Serving REST body} from stdin and answers with the
+# signature's inputs and the served outputs.
+_SERVE_WITHOUT_KERAS_MTL = """
+import json, sys
+sys.modules["keras_mtl"] = sys.modules["keras"] = None  # importing them now fails
+import tensorflow as tf
+for name in ("keras_mtl", "keras"):
+    try:
+        __import__(name)
+        raise SystemExit(name + " was importable")
+    except ImportError:
+        pass
+job = json.loads(sys.stdin.readline())
+instances = job["request"]["instances"]
+serve = tf.saved_model.load(job["path"]).signatures["serving_default"]
+# As TF Serving reads the row format: one tensor per name, one value per instance.
+inputs = {name: tf.constant([i[name] for i in instances]) for name in instances[0]}
+signature = {name: [s.dtype.name, s.shape.as_list()]
+             for name, s in serve.structured_input_signature[1].items()}
+outputs = {task: v.numpy().tolist() for task, v in serve(**inputs).items()}
+print(json.dumps({"signature": signature, "outputs": outputs}))
+"""
+
+
+@pytest.fixture(scope="module")
+def penguins_run(penguins, tmp_path_factory):
+    """One short `main()` run (1 epoch), its printed output, what its export
+    step returned (the request, the served outputs and `model.predict`'s), and
+    a fresh Python without keras_mtl waiting to serve the request."""
+    import contextlib
+    import io
+    import subprocess
+
+    tmp = tmp_path_factory.mktemp("penguins")
+    # Started first, so that its TensorFlow import overlaps the training.
+    fresh = subprocess.Popen([sys.executable, "-c", _SERVE_WITHOUT_KERAS_MTL], cwd=str(tmp),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        served, export = {}, penguins.export_and_serve
+
+        def spy(*args, **kwargs):  # keeps what main()'s export step returns
+            served.update(export(*args, **kwargs))
+            return served
+
+        out = io.StringIO()
+        with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
+            patch.setattr(penguins, "export_and_serve", spy)
+            results = penguins.main(epochs=1, plot_path=str(tmp / "curves.png"),
+                                    export_path=str(tmp / "serving" / "penguins" / "1"))
+        yield {"results": results, "out": out.getvalue(), "dir": tmp, "export": served,
+               "fresh_python": fresh}
+    finally:
+        if fresh.poll() is None:
+            fresh.kill()
+            fresh.communicate()
+
+
 @pytest.mark.slow
-def test_penguins_main_compares_joint_alternating_and_single_task(penguins, tmp_path, capsys):
-    path = tmp_path / "curves.png"
-    results = penguins.main(epochs=1, plot_path=str(path))
-    out = capsys.readouterr().out
+def test_penguins_main_compares_joint_alternating_and_single_task(penguins_run):
+    results, out = penguins_run["results"], penguins_run["out"]
 
     assert list(results) == ["joint", "alternating", "single-task"]
     for row, scores in results.items():
@@ -81,8 +162,50 @@ def test_penguins_main_compares_joint_alternating_and_single_task(penguins, tmp_
         )
     assert "species acc" in out and "mass MAE (g)" in out
     assert "13/13" in out  # the progress bar of verbose=1: 206 rows, batches of 16
-    with open(path, "rb") as f:
+    with open(penguins_run["dir"] / "curves.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_penguins_main_exports_and_serves_a_raw_test_row(penguins, penguins_run):
+    import json
+
+    served = penguins_run["export"]
+    request = served["request"]
+    # The raw values of the first test penguin, by name, as a TF Serving client sends them.
+    x_test = penguins.load_data()[0]["test"][0]
+    assert request == {"instances": [{
+        "island": x_test["island"].iloc[0],
+        **{c: float(x_test[c].iloc[0]) for c in penguins.MEASUREMENTS}}]}
+    lines = penguins_run["out"].splitlines()
+    post = lines.index("POST http://localhost:8501/v1/models/penguins:predict")
+    assert json.loads(lines[post + 1]) == request
+    response = json.loads(next(line for line in lines if line.startswith('{"predictions"')))
+    assert set(response["predictions"][0]) == {"species", "sex", "mass"}
+    for task in ("species", "sex", "mass"):
+        np.testing.assert_allclose(served["served"][task], served["predicted"][task], atol=1e-5)
+        np.testing.assert_allclose(response["predictions"][0][task], served["predicted"][task][0],
+                                   atol=1e-4)
+
+
+@pytest.mark.slow
+def test_penguins_saved_model_serves_raw_values_without_keras_mtl_or_keras(penguins_run):
+    import json
+
+    served = penguins_run["export"]
+    job = {"path": str(penguins_run["dir"] / "serving" / "penguins" / "1"),
+           "request": served["request"]}
+    fresh = penguins_run["fresh_python"]
+    stdout, stderr = fresh.communicate(json.dumps(job) + "\n", timeout=180)
+    assert fresh.returncode == 0, stderr[-2000:]
+    answer = json.loads(stdout.strip().splitlines()[-1])
+    assert answer["signature"] == {
+        "island": ["string", [None]], "bill_length_mm": ["float32", [None]],
+        "bill_depth_mm": ["float32", [None]], "flipper_length_mm": ["float32", [None]]}
+    assert set(answer["outputs"]) == {"species", "sex", "mass"}
+    for task, expected in served["predicted"].items():
+        assert np.shape(answer["outputs"][task]) == expected.shape  # (1, units)
+        np.testing.assert_allclose(answer["outputs"][task], expected, atol=1e-5, rtol=0)
 
 
 def _load(name):
