@@ -14,6 +14,7 @@ from keras_mtl import _inputs
 from keras_mtl import _keras_internals
 from keras_mtl import _optimizer_setup
 from keras_mtl import _saving
+from keras_mtl import _structure
 from keras_mtl import export as export_module
 from keras_mtl import trainer as trainer_module
 from keras_mtl.heads import _check_activation
@@ -207,6 +208,9 @@ class MultiTaskModel(
             for name, spec in head_items(heads)
         }
         _check_distinct_layers(self.trunk, self.heads)
+        if getattr(self.trunk, "task_names", "absent") is None and hasattr(self.trunk, "set_task_names"):
+            # An expert-mixture layer used as the whole trunk takes its tasks from `heads`.
+            self.trunk.set_task_names(list(self.heads))
         # Counts training steps; the alternating task is a pure function of
         # (seed, step_counter), so saving it lets a restored run continue
         # the same task sequence. Replicated; updated in cross-replica context.
@@ -225,6 +229,9 @@ class MultiTaskModel(
         # `_data_spec` carries the data's dtypes into build.
         self._mtl_input_spec = None
         self._data_spec = None
+        # Per-task variable sets when the trunk returns one tensor per task
+        # (keras_mtl/_structure.py); None for a trunk shared by every head.
+        self._structure = None
 
     def _dense_trunk(self):
         trunk_layers = []
@@ -256,15 +263,19 @@ class MultiTaskModel(
         # even when build() is called outside `strategy.scope()`.
         with self.distribute_strategy.scope():
             features = self.trunk(_inputs.symbolic(spec))
-            if not isinstance(features, keras.KerasTensor):
+            per_task = isinstance(features, dict)
+            if per_task:
+                _check_per_task_features(features, self.task_names)
+            elif not isinstance(features, keras.KerasTensor):
                 raise ValueError(
-                    "The trunk must return one tensor, which every head takes; "
-                    f"it returns {_describe(features)}. Combine its outputs into "
-                    "one tensor (e.g. keras.layers.Concatenate) inside the trunk."
+                    "The trunk must return one tensor, which every head takes, or a "
+                    "dict {task: tensor} with one representation per task; it returns "
+                    f"{_describe(features)}. Combine its outputs into one tensor "
+                    "(e.g. keras.layers.Concatenate) inside the trunk."
                 )
             output_shapes = {}
             for task, head in self.heads.items():
-                output = head(features)
+                output = head(features[task] if per_task else features)
                 if not isinstance(output, keras.KerasTensor):
                     raise ValueError(
                         f"The head of task {task!r} must return one tensor; it "
@@ -274,6 +285,7 @@ class MultiTaskModel(
         _check_no_shared_variables(self.trunk, self.heads)
         self._output_shapes = output_shapes
         self._mtl_input_spec = spec
+        self._structure = _structure.task_structure(self) if per_task else None
         if self._mtl is not None:
             # Optimizer state must exist before anything loads it (e.g.
             # BackupAndRestore at the start of fit(), or load_weights).
@@ -352,7 +364,51 @@ class MultiTaskModel(
 
     def call(self, inputs, training=None):
         features = self.trunk(self._in_trunk_order(inputs), training=training)
-        return {name: head(features, training=training) for name, head in self.heads.items()}
+        return {
+            name: head(_feature(features, name), training=training)
+            for name, head in self.heads.items()
+        }
+
+    @property
+    def per_task_trunk(self):
+        """Whether the trunk returns one representation per task (a dict keyed
+        by task name, e.g. `keras_mtl.layers.MMoE`) rather than one tensor
+        that every head shares (known once the model is built)."""
+        return self._structure is not None
+
+    def task_variables(self, task):
+        """The trainable variables that `task`'s output depends on.
+
+        An alternating step of `task` updates exactly these (with the
+        optimizer state that belongs to them); joint steps and gradient
+        weighting methods treat variables in several tasks' sets as shared.
+        With a trunk shared by every head they are the trunk's and the
+        head's. With a per-task trunk (a dict of representations, e.g.
+        MMoE/CGC/PLE or two towers with a cross-stitch unit) they are read
+        from the model's structure: the variables the task's output is
+        connected to (keras_mtl/_structure.py), whatever their names.
+
+        Args:
+            task: The task name.
+
+        Returns:
+            List of variables, in the model's variable order.
+
+        Example:
+
+        >>> import keras_mtl
+        >>> model = keras_mtl.MultiTaskModel([8], {"a": 1, "b": 2})
+        >>> model.build((None, 4))
+        >>> [v.path for v in model.task_variables("b")]
+        ['trunk/dense_0/kernel', 'trunk/dense_0/bias', 'b/output/kernel', 'b/output/bias']
+        """
+        if task not in self.heads:
+            raise ValueError(f"Unknown task {task!r}; the model's tasks are {list(self.heads)}.")
+        if self._mtl_input_spec is None:  # (set at the end of build)
+            raise ValueError("task_variables() needs a built model: call it on data first.")
+        if self._structure is not None:
+            return list(self._structure.trainable[task])
+        return self.trunk.trainable_variables + self.heads[task].trainable_variables
 
     def call_task(self, inputs, task, training=None):
         """Computes the trunk and ONE task's head, not the others.
@@ -378,7 +434,7 @@ class MultiTaskModel(
         if not self.built:
             self._build_for(inputs)
         features = self.trunk(self._in_trunk_order(inputs), training=training)
-        return self.heads[task](features, training=training)
+        return self.heads[task](_feature(features, task), training=training)
 
     def as_functional(self):
         """A functional `keras.Model` view of this model, for drawing it.
@@ -416,7 +472,7 @@ class MultiTaskModel(
             spec,
         )
         features = self.trunk(inputs)
-        outputs = {task: head(features) for task, head in self.heads.items()}
+        outputs = {task: head(_feature(features, task)) for task, head in self.heads.items()}
         return keras.Model(inputs, outputs, name=self.name)
 
     def get_config(self):
@@ -499,6 +555,30 @@ class MultiTaskModel(
             self, filepath, input_name=input_name, input_signature=input_signature,
             verbose=True if verbose is None else verbose,
         )
+
+
+def _feature(features, task):
+    """Task `task`'s representation: its entry of a per-task trunk's dict."""
+    return features[task] if isinstance(features, dict) else features
+
+
+def _check_per_task_features(features, task_names):
+    missing = [t for t in task_names if t not in features]
+    unknown = [k for k in features if k not in task_names]
+    if missing or unknown:
+        raise ValueError(
+            "A trunk that returns a dict gives one representation per task, keyed "
+            f"by task name; the tasks are {list(task_names)}, the trunk returns "
+            f"keys {list(features)}"
+            + (f" (missing: {missing})" if missing else "")
+            + (f" (not tasks: {unknown})" if unknown else "") + "."
+        )
+    for task in task_names:
+        if not isinstance(features[task], keras.KerasTensor):
+            raise ValueError(
+                f"The trunk's representation for task {task!r} must be one tensor; "
+                f"it is {_describe(features[task])}."
+            )
 
 
 def _describe(value):

@@ -347,6 +347,25 @@ class Trainer:
         if not self.built:
             x = data_or_spec[0] if isinstance(data_or_spec, (tuple, list)) else data_or_spec
             self._build_for(x)
+        method = self._mtl.weighting
+        if self.per_task_trunk and getattr(method, "gradients", None) == "representation":
+            raise ValueError(
+                f"weighting={type(method).__name__}(gradients='representation') combines "
+                "the gradients of the one representation every head shares, but this "
+                "model's trunk returns one representation per task. Use "
+                f"{type(method).__name__}(gradients='parameters'): it combines the "
+                "gradients of the variables several tasks share (e.g. shared experts)."
+            )
+        if isinstance(method, weighting_module.GradientWeighting) and self.per_task_trunk:
+            shared, _ = training.shared_and_own_variables(self)
+            if not shared:
+                raise ValueError(
+                    f"weighting={type(method).__name__}() combines the gradients of the "
+                    "variables that several tasks share, but no trainable variable of "
+                    "this model is used by two trained tasks (their trunk parts are "
+                    "separate). Use a loss weighting method (e.g. "
+                    "keras_mtl.weighting.Uncertainty()) or none."
+                )
         _optimizer_setup.build_optimizers(self)
         self._training_ready = True
 

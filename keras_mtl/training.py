@@ -146,9 +146,10 @@ def _available_tasks(model, data):
 
 
 def task_variables(model, spec):
-    """The variables an update of `spec`'s task changes: trunk and its head
-    (and the task's own weighting variables, if any)."""
-    variables = model.trunk.trainable_variables + spec.head.trainable_variables
+    """The variables an update of `spec`'s task changes: those its output
+    depends on (`MultiTaskModel.task_variables`: the trunk and its head, or
+    its part of a per-task trunk), and its own weighting variables, if any."""
+    variables = model.task_variables(spec.name)
     if model._mtl.weighting is not None:
         variables += model._mtl.weighting.task_variables(spec.index)
     return variables
@@ -221,7 +222,8 @@ def _terms(model, specs, data, training):
     features = model.trunk(model._in_trunk_order(x), training=training)
     batches = [
         _Batch(s, y[s.name], _task_sample_weight(sample_weight, s.name),
-               s.head(features, training=training))
+               s.head(features[s.name] if isinstance(features, dict) else features,
+                      training=training))
         for s in specs
         if y.get(s.name) is not None
     ]
@@ -302,6 +304,10 @@ def _alternating_replica_step(model, spec, data):
     variables = task_variables(model, spec)
     method = model._mtl.weighting
     weight = None
+    # A per-task trunk computes every task's part; put back the state (e.g.
+    # moving statistics) of the parts this task's output does not use.
+    untouched = model._structure.state_outside(spec.name) if model._structure is not None else []
+    saved = [tf.identity(v) for v in untouched]
     with tf.GradientTape() as tape:
         terms = _terms(model, [spec], data, True)
         share = terms.shares[spec.index]
@@ -315,6 +321,8 @@ def _alternating_replica_step(model, spec, data):
     # With gradient accumulation, `iterations` advances on real updates only.
     updates_before = tf.identity(optimizer.iterations)
     _apply(optimizer, tape.gradient(scaled, variables), variables)
+    for v, old in zip(untouched, saved):
+        v.assign(old)
     _record(model, terms)
     if weight is not None:
         spec.weight_tracker.update_state(weight * spec.weight)
@@ -368,8 +376,7 @@ def _gradient_weighted_replica_step(model, data):
     """
     method = model._mtl.weighting
     optimizer = model._mtl.optimizers.shared
-    trunk = list(model.trunk.trainable_variables)
-    heads = [v for s in model._mtl.trained for v in s.head.trainable_variables]
+    trunk, heads = shared_and_own_variables(model)
     with tf.GradientTape(persistent=True) as tape:
         terms = _terms(model, model._mtl.trained, data, True)
         shares = optimizer.scale_loss(tf.stack(terms.shares))
@@ -414,6 +421,25 @@ def _gradient_weighted_replica_step(model, data):
     _apply(optimizer, trunk_grads + head_grads, trunk + heads)
     restore()
     _record(model, terms, coefficients)
+
+
+def shared_and_own_variables(model):
+    """The variables a gradient weighting method combines (those of the trunk
+    that two or more trained tasks depend on) and the others (each used by
+    one task only: its head and, in a per-task trunk, its own experts and
+    gates), which get their task's gradient as it is."""
+    trained = model._mtl.trained
+    if model._structure is None:
+        trunk = list(model.trunk.trainable_variables)
+        return trunk, [v for s in trained for v in s.head.trainable_variables]
+    users = collections.Counter(id(v) for s in trained for v in model.task_variables(s.name))
+    shared, own, seen = [], [], set()
+    for s in trained:
+        for v in model.task_variables(s.name):
+            if id(v) not in seen:
+                seen.add(id(v))
+                (shared if users[id(v)] > 1 else own).append(v)
+    return shared, own
 
 
 def _fallback(all_present, coefficients):
