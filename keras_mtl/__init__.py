@@ -27,6 +27,7 @@ if keras.backend.backend() != "tensorflow":  # pragma: no cover
 
 from keras_mtl import callbacks
 from keras_mtl import data
+from keras_mtl import layers
 from keras_mtl import optimizers
 from keras_mtl import samplers
 from keras_mtl import weighting
@@ -36,4 +37,4 @@ from keras_mtl.plotting import plot_history
 
 __version__ = "0.1.0"
 
-__all__ = ["MultiTaskModel", "Head", "samplers", "data", "optimizers", "weighting", "callbacks", "plot_history", "__version__"]
+__all__ = ["MultiTaskModel", "Head", "samplers", "data", "layers", "optimizers", "weighting", "callbacks", "plot_history", "__version__"]

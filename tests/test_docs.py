@@ -21,7 +21,7 @@ KERAS_PROTOCOL = {
     "on_train_batch_end", "set_model", "reset_metrics", "train_step", "make_test_function",
     "get_build_config", "build_from_config",
 }
-MODULES = [keras_mtl.samplers, keras_mtl.data, keras_mtl.optimizers, keras_mtl.weighting,
+MODULES = [keras_mtl.samplers, keras_mtl.data, keras_mtl.layers, keras_mtl.optimizers, keras_mtl.weighting,
            keras_mtl.callbacks]
 
 
