@@ -33,8 +33,9 @@ from keras_mtl import samplers
 from keras_mtl import weighting
 from keras_mtl.heads import Head
 from keras_mtl.model import MultiTaskModel
+from keras_mtl.plotting import plot_expert_utilization
 from keras_mtl.plotting import plot_history
 
 __version__ = "0.1.0"
 
-__all__ = ["MultiTaskModel", "Head", "samplers", "data", "layers", "optimizers", "weighting", "callbacks", "plot_history", "__version__"]
+__all__ = ["MultiTaskModel", "Head", "samplers", "data", "layers", "optimizers", "weighting", "callbacks", "plot_history", "plot_expert_utilization", "__version__"]

@@ -436,6 +436,73 @@ class MultiTaskModel(
         features = self.trunk(self._in_trunk_order(inputs), training=training)
         return self.heads[task](_feature(features, task), training=training)
 
+    def expert_utilization(self, x, batch_size=256, layer=None):
+        """How much each task relies on each expert: its mean gate weight.
+
+        For an expert-mixture layer in the trunk (`keras_mtl.layers.MMoE`,
+        `CGC`, `PLE`, or any layer with `gate_weights(inputs)` and
+        `expert_names(task)`), the softmax weight each task's gate gives each
+        of its experts, averaged over the examples of `x` (the last level of
+        a `PLE`). A weight near 0 is an expert the task ignores.
+
+        Args:
+            x: Inputs as `predict` takes them (arrays, a dict, a DataFrame).
+            batch_size: Examples per batch. Defaults to 256.
+            layer: The expert layer's name, when the trunk holds several;
+                defaults to the only one.
+
+        Returns:
+            Dict `{task: {expert_name: mean gate weight}}` (each task's
+            weights sum to 1).
+
+        Example:
+
+        >>> import numpy as np, keras_mtl
+        >>> model = keras_mtl.MultiTaskModel(
+        ...     keras_mtl.layers.MMoE(num_experts=3, expert_units=[4]), {"a": 1, "b": 1})
+        >>> use = model.expert_utilization(np.random.rand(16, 5).astype("float32"))
+        >>> sorted(use["a"]), round(sum(use["b"].values()), 5)
+        (['expert_0', 'expert_1', 'expert_2'], 1.0)
+        """
+        experts = [
+            l for l in _all_layers(self.trunk) if hasattr(l, "gate_weights") and hasattr(l, "expert_names")
+        ]
+        if layer is not None:
+            experts = [l for l in experts if l.name == layer]
+        if len(experts) != 1:
+            names = [l.name for l in _all_layers(self.trunk) if hasattr(l, "gate_weights")]
+            raise ValueError(
+                "expert_utilization() needs one expert-mixture layer (e.g. "
+                f"keras_mtl.layers.MMoE) in the trunk; found {names or 'none'}"
+                + (f" named {layer!r}" if layer is not None else "")
+                + (": pass layer=<name>." if len(names) > 1 else ".")
+            )
+        expert = experts[0]
+        x = _standardize_for_predict(self, x)
+        if not self.built:
+            self._build_for(x)
+        if expert is self.trunk:
+            features = x
+        elif isinstance(self.trunk, keras.Model) and _inputs.trunk_input_spec(self.trunk) is not None:
+            features = keras.Model(self.trunk.input, expert.input).predict(
+                x, batch_size=batch_size, verbose=0)
+        else:
+            raise ValueError(
+                f"expert_utilization() reads the inputs of {expert.name!r} through the "
+                "trunk, which needs a functional trunk (keras.Model with keras.Input) "
+                "when the expert layer is not the whole trunk."
+            )
+        rows = len(tf.nest.flatten(features)[0])
+        totals = {}
+        for start in range(0, rows, batch_size):
+            batch = tf.nest.map_structure(lambda v: v[start:start + batch_size], features)
+            for task, weights in expert.gate_weights(batch).items():
+                totals[task] = totals.get(task, 0.0) + np.sum(np.asarray(weights, "float64"), axis=0)
+        return {
+            task: {name: float(w / rows) for name, w in zip(expert.expert_names(task), total)}
+            for task, total in totals.items()
+        }
+
     def as_functional(self):
         """A functional `keras.Model` view of this model, for drawing it.
 
@@ -555,6 +622,12 @@ class MultiTaskModel(
             self, filepath, input_name=input_name, input_signature=input_signature,
             verbose=True if verbose is None else verbose,
         )
+
+
+def _standardize_for_predict(model, x):
+    from keras_mtl import _standardize
+
+    return _standardize.predict_inputs(model, x)
 
 
 def _feature(features, task):

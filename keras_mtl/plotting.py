@@ -178,3 +178,51 @@ def plot_history(history, path=None):
     if path is not None:
         fig.savefig(path)
     return fig
+
+
+def plot_expert_utilization(utilization, path=None):
+    """Draws each task's mean gate weight per expert as a heatmap.
+
+    Args:
+        utilization: What `MultiTaskModel.expert_utilization(x)` returns,
+            `{task: {expert_name: weight}}`. Experts a task cannot use (e.g.
+            another task's own experts in a `CGC`) are left blank.
+        path: Optional file path; when given, the figure is saved there.
+
+    Returns:
+        The matplotlib `Figure`.
+
+    Example:
+
+    >>> import numpy as np, keras_mtl
+    >>> model = keras_mtl.MultiTaskModel(
+    ...     keras_mtl.layers.MMoE(num_experts=3, expert_units=[4]), {"a": 1, "b": 1})
+    >>> use = model.expert_utilization(np.random.rand(8, 5).astype("float32"))
+    >>> fig = keras_mtl.plot_expert_utilization(use)  # doctest: +SKIP
+    """
+    if not isinstance(utilization, dict) or not all(isinstance(v, dict) for v in utilization.values()):
+        raise TypeError(
+            "`utilization` must be {task: {expert_name: weight}}, as "
+            "MultiTaskModel.expert_utilization(x) returns. "
+            f"Received: {utilization!r}."
+        )
+    tasks = list(utilization)
+    experts = []
+    for weights in utilization.values():
+        experts += [e for e in weights if e not in experts]
+    grid = [[utilization[t].get(e, float("nan")) for e in experts] for t in tasks]
+    fig, axes = _new_figure(1, 1, saving=path is not None)
+    ax = axes[0][0]
+    image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(experts)), labels=experts, rotation=45, ha="right")
+    ax.set_yticks(range(len(tasks)), labels=tasks)
+    for i, row in enumerate(grid):
+        for j, value in enumerate(row):
+            if value == value:  # not NaN
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center",
+                        color="white" if value < 0.5 else "black", fontsize=8)
+    ax.set_title("mean gate weight per expert")
+    fig.colorbar(image, ax=ax)
+    if path is not None:
+        fig.savefig(path)
+    return fig
