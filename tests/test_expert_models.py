@@ -192,3 +192,26 @@ def test_expert_utilization_without_an_expert_layer_is_explained():
     model = keras_mtl.MultiTaskModel([4], {"a": 1})
     with pytest.raises(ValueError, match="needs one expert-mixture layer"):
         model.expert_utilization(np.ones((2, 3), "float32"))
+
+
+@pytest.mark.parametrize("mode", ["alternating"])  # joint + XLA: tests/test_custom_trunks.py
+def test_xla_with_an_expert_trunk_trains_like_the_default(mode):
+    x, y = data()
+    runs = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(6)
+        model = keras_mtl.MultiTaskModel(LAYERS["ple"](), HEADS())
+        model.compile(optimizer="adam", loss=LOSS, mode=mode, seed=1, jit_compile=jit, steps_per_execution=3)
+        model.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+        runs.append([v.numpy() for v in model.weights])
+    assert_same_arrays(runs[1], runs[0], exact=False, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", [keras_mtl.weighting.MGDA(gradients="parameters"),
+                                    keras_mtl.weighting.GradNorm()])
+def test_gradient_methods_combine_the_shared_experts_of_a_cgc(method):
+    x, y = data()
+    model = keras_mtl.MultiTaskModel(LAYERS["cgc"](), HEADS())
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss=LOSS, weighting=method)
+    history = model.fit(x, y, epochs=3, batch_size=16, verbose=0).history
+    assert np.isfinite(history["loss"]).all() and history["loss"][-1] < history["loss"][0]
