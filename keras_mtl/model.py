@@ -397,10 +397,10 @@ class MultiTaskModel(
         Example:
 
         >>> import keras_mtl
-        >>> model = keras_mtl.MultiTaskModel([8], {"a": 1, "b": 2})
+        >>> model = keras_mtl.MultiTaskModel([8], {"a": 1, "b": 2}, name="m")
         >>> model.build((None, 4))
         >>> [v.path for v in model.task_variables("b")]
-        ['trunk/dense_0/kernel', 'trunk/dense_0/bias', 'b/output/kernel', 'b/output/bias']
+        ['m/trunk/dense_0/kernel', 'm/trunk/dense_0/bias', 'm/b/output/kernel', 'm/b/output/bias']
         """
         if task not in self.heads:
             raise ValueError(f"Unknown task {task!r}; the model's tasks are {list(self.heads)}.")

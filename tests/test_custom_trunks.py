@@ -173,7 +173,7 @@ def _functional_twin(model, inputs):
     return keras.Model(inputs, outputs)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("optimizer", ["adam"])
 def test_joint_with_a_conv_trunk_equals_the_functional_model_step_for_step(optimizer):
     x, y = image_data()
     heads = {"digit": keras_mtl.Head(3, activation="softmax", hidden_units=[4]),
@@ -314,19 +314,12 @@ def test_interleave_takes_per_task_datasets_whose_x_is_a_dict():
         ({k: v[:16] for k, v in x.items()}, frame["mass"].to_numpy()[:16])).batch(8)
     mixed = keras_mtl.data.interleave({"species": species, "mass": mass}, sampler="proportional", seed=0)
     assert set(mixed.element_spec[0]) == {"length", "island", "year"}
-    for mode in ("alternating", "joint"):
-        model = named_model()
-        model.compile(optimizer="adam", loss=NAMED_LOSS, mode=mode, seed=0)
-        history = model.fit(mixed, steps_per_epoch=8, epochs=1, verbose=0).history
-        assert np.isfinite(history["loss"]).all()
-    assert history_updates_are_proportional(model, mixed)
-
-
-def history_updates_are_proportional(model, mixed):
     model = named_model()
     model.compile(optimizer="adam", loss=NAMED_LOSS, mode="alternating", seed=0)
-    history = model.fit(mixed, steps_per_epoch=32, epochs=1, verbose=0).history
-    return history["species_updates"][0] > history["mass_updates"][0] > 0
+    history = model.fit(mixed, steps_per_epoch=24, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"]).all()
+    # proportional: 6 species batches for 2 mass batches
+    assert history["species_updates"][0] > history["mass_updates"][0] > 0
 
 
 def test_interleave_refuses_datasets_with_different_named_inputs():
@@ -404,8 +397,7 @@ class Scale(keras.layers.Layer):
         return inputs * self.scale
 
 
-@pytest.mark.parametrize("custom_layer", [False, True])
-@pytest.mark.parametrize("mode", ["joint", "alternating"])
+@pytest.mark.parametrize("mode,custom_layer", [("joint", True), ("alternating", False)])
 def test_save_load_and_resume_exactly_with_a_custom_trunk(tmp_path, mode, custom_layer):
     x, y = image_data()
 
@@ -523,8 +515,7 @@ def test_xla_with_a_conv_trunk_trains_like_the_default(mode):
     assert_same_arrays(runs[1], runs[0], exact=False, atol=1e-4)
 
 
-@pytest.mark.parametrize("method", [keras_mtl.weighting.PCGrad(), keras_mtl.weighting.MGDA(),
-                                    keras_mtl.weighting.Uncertainty()])
+@pytest.mark.parametrize("method", [keras_mtl.weighting.PCGrad(), keras_mtl.weighting.MGDA()])
 def test_weighting_methods_train_a_sequence_trunk(method):
     """MGDA's representation gradients with a rank-3 trunk output (a sequence)."""
     rng = np.random.default_rng(0)
