@@ -25,16 +25,14 @@ class TaskStructure:
     """The variables each task depends on.
 
     Attributes:
-        trainable: Dict `{task: [variable]}`, the trainable variables task
-            t's output depends on, in the model's variable order.
         state: Dict `{task: set of variable ids}`: every variable (trainable
-            or not) task t's output depends on.
+            or not) task t's output depends on; `MultiTaskModel.task_variables`
+            keeps those trainable now.
         trunk_state: The trunk's non-trainable float variables (e.g. moving
             statistics) in order.
     """
 
-    def __init__(self, trainable, state, trunk_state):
-        self.trainable = trainable
+    def __init__(self, state, trunk_state):
         self.state = state
         self.trunk_state = trunk_state
 
@@ -90,10 +88,9 @@ def task_structure(model):
     with model.distribute_strategy.scope():
         in_training = _connected(model, spec, variables, True)
         in_inference = _connected(model, spec, variables, False)
-    trainable, state = {}, {}
+    state = {}
     for task in model.task_names:
         used = [a or b for a, b in zip(in_training[task], in_inference[task])]
-        trainable[task] = [v for v, u in zip(variables, used) if u and id(v) in trainable_ids]
         state[task] = {id(v) for v, u in zip(variables, used) if u}
     trunk_state = [v for v in _float_variables(model.trunk) if id(v) not in trainable_ids]
-    return TaskStructure(trainable, state, trunk_state)
+    return TaskStructure(state, trunk_state)

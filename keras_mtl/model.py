@@ -407,7 +407,13 @@ class MultiTaskModel(
         if self._mtl_input_spec is None:  # (set at the end of build)
             raise ValueError("task_variables() needs a built model: call it on data first.")
         if self._structure is not None:
-            return list(self._structure.trainable[task])
+            # Filtered by what is trainable now: freezing a layer after
+            # build (then compile again) takes it out of every set.
+            used = self._structure.state[task]
+            candidates = self.trunk.trainable_variables + [
+                v for h in self.heads.values() for v in h.trainable_variables
+            ]
+            return [v for v in candidates if id(v) in used]
         return self.trunk.trainable_variables + self.heads[task].trainable_variables
 
     def call_task(self, inputs, task, training=None):

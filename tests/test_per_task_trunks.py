@@ -237,3 +237,15 @@ def test_mirrored_training_with_a_per_task_trunk_equals_single_device(mirrored_s
                        [v.numpy() for v in single.trainable_weights], exact=False, atol=1e-5)
     for key in single_logs:
         np.testing.assert_allclose(mirrored_logs[key], single_logs[key], rtol=1e-4, err_msg=key)
+
+
+def test_freezing_a_tower_takes_it_out_of_the_task_sets():
+    x, y = data()
+    model = towers_model()
+    model.build((None, 6))
+    model.trunk.get_layer("a_2").trainable = False
+    assert "a_2/kernel" not in _paths(model.task_variables("a"))
+    model.compile(optimizer="adam", loss=LOSS, mode="alternating", seed=0)
+    frozen = model.trunk.get_layer("a_2").kernel.numpy().copy()
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(model.trunk.get_layer("a_2").kernel.numpy(), frozen)
