@@ -14,6 +14,7 @@ from keras_mtl import _inputs
 from keras_mtl import _keras_internals
 from keras_mtl import _optimizer_setup
 from keras_mtl import _saving
+from keras_mtl import _standardize
 from keras_mtl import _structure
 from keras_mtl import export as export_module
 from keras_mtl import trainer as trainer_module
@@ -484,7 +485,7 @@ class MultiTaskModel(
                 + (": pass layer=<name>." if len(names) > 1 else ".")
             )
         expert = experts[0]
-        x = _standardize_for_predict(self, x)
+        x = _standardize.predict_inputs(self, x)
         if not self.built:
             self._build_for(x)
         if expert is self.trunk:
@@ -628,12 +629,6 @@ class MultiTaskModel(
             self, filepath, input_name=input_name, input_signature=input_signature,
             verbose=True if verbose is None else verbose,
         )
-
-
-def _standardize_for_predict(model, x):
-    from keras_mtl import _standardize
-
-    return _standardize.predict_inputs(model, x)
 
 
 def _feature(features, task):
