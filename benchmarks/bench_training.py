@@ -161,8 +161,10 @@ class ModelSpec:
         elif self.trunk == "mmoe":
             inputs = f"{self.inputs} inputs"
             expert = " -> ".join(f"Dense {u} ReLU" for u in self.trunk_units)
-            trunk = (f"MMoE ({self.num_experts} experts {expert}, {len(self.tasks)} softmax "
-                     f"gates Dense {self.num_experts} without bias)")
+            trunk = (
+                f"MMoE ({self.num_experts} experts {expert}, {len(self.tasks)} softmax "
+                f"gates Dense {self.num_experts} without bias)"
+            )
         else:
             inputs = f"{self.inputs} inputs"
             trunk = " -> ".join(f"Dense {u} ReLU" for u in self.trunk_units)
@@ -181,8 +183,16 @@ MODELS = {
         "conv", (16, 16, 3), (16, 32), ("t0", "t1", "t2"), (), 10, None, 64, trunk="conv"
     ),
     "mmoe": ModelSpec(
-        "mmoe", 64, (64,), tuple(f"t{i}" for i in range(4)), (256, 256), 1, None, 256,
-        trunk="mmoe", num_experts=8,
+        "mmoe",
+        64,
+        (64,),
+        tuple(f"t{i}" for i in range(4)),
+        (256, 256),
+        1,
+        None,
+        256,
+        trunk="mmoe",
+        num_experts=8,
     ),
 }
 
@@ -202,7 +212,10 @@ class Plan:
 # The conv model has one target (joint vs functional): it runs functional,
 # mtl_joint and, in a full run, mtl_alternating (for information).
 CONV_SKIP = (
-    "tutorial_loop", "mtl_alt_task_opts", "mtl_alt_interleave", "mtl_alt_interleave_1thread",
+    "tutorial_loop",
+    "mtl_alt_task_opts",
+    "mtl_alt_interleave",
+    "mtl_alt_interleave_1thread",
 )
 # The mmoe model has two targets (joint vs functional, alternating vs joint):
 # it runs functional, mtl_joint and mtl_alternating, in every plan.
@@ -210,9 +223,11 @@ MMOE_SKIP = CONV_SKIP
 
 PLANS = {
     "full": Plan(
-        "full", {"seed": 1024, "wide": 64, "conv": 256, "mmoe": 256},
+        "full",
+        {"seed": 1024, "wide": 64, "conv": 256, "mmoe": 256},
         {"seed": 5, "wide": 5, "conv": 5, "mmoe": 5},
-        {"seed": SPES, "wide": SPES, "conv": SPES, "mmoe": SPES}, "all",
+        {"seed": SPES, "wide": SPES, "conv": SPES, "mmoe": SPES},
+        "all",
         skip_rows={"conv": CONV_SKIP, "mmoe": MMOE_SKIP},
     ),
     # Under 2 minutes for seed + wide: only the rows the targets need, and the
@@ -221,7 +236,8 @@ PLANS = {
     # target rows, 5 short rounds (about 2 min alone, memory included).
     # mmoe: spe=32 only, its three rows (both targets need them), 5 rounds.
     "quick": Plan(
-        "quick", {"seed": 128, "wide": 64, "conv": 128, "mmoe": 128},
+        "quick",
+        {"seed": 128, "wide": 64, "conv": 128, "mmoe": 128},
         {"seed": 3, "wide": 2, "conv": 5, "mmoe": 5},
         {"seed": SPES, "wide": (32,), "conv": (32,), "mmoe": (32,)},
         "targets",
@@ -233,9 +249,11 @@ PLANS = {
         },
     ),
     "smoke": Plan(
-        "smoke", {"seed": 64, "wide": 64, "conv": 64, "mmoe": 64},
+        "smoke",
+        {"seed": 64, "wide": 64, "conv": 64, "mmoe": 64},
         {"seed": 1, "wide": 1, "conv": 1, "mmoe": 1},
-        {"seed": SPES, "wide": SPES, "conv": SPES, "mmoe": SPES}, "targets",
+        {"seed": SPES, "wide": SPES, "conv": SPES, "mmoe": SPES},
+        "targets",
         skip_rows={"conv": CONV_SKIP, "mmoe": MMOE_SKIP},
     ),
 }
@@ -330,8 +348,12 @@ class FitTrainer:
 
     def train_epoch(self):
         self.model.fit(
-            self.dataset, epochs=1, steps_per_epoch=self.steps_per_epoch,
-            shuffle=False, verbose=0, callbacks=[self.timer],
+            self.dataset,
+            epochs=1,
+            steps_per_epoch=self.steps_per_epoch,
+            shuffle=False,
+            verbose=0,
+            callbacks=[self.timer],
         )
 
     def run_epoch(self):
@@ -378,8 +400,11 @@ def _trunk_layers(spec):
         for i, filters in enumerate(spec.trunk_units):
             if i:
                 layers.append(keras.layers.MaxPooling2D(2, name=f"shared_pool_{i}"))
-            layers.append(keras.layers.Conv2D(
-                filters, 3, padding="same", activation="relu", name=f"shared_{i}"))
+            layers.append(
+                keras.layers.Conv2D(
+                    filters, 3, padding="same", activation="relu", name=f"shared_{i}"
+                )
+            )
         return layers + [keras.layers.GlobalAveragePooling2D(name="shared_gap")]
     return [
         keras.layers.Dense(u, activation="relu", name=f"shared_{i}")
@@ -392,7 +417,9 @@ def _head_layers(spec, task):
         keras.layers.Dense(u, activation="relu", name=f"{task}_hidden_{i}")
         for i, u in enumerate(spec.head_hidden)
     ]
-    return hidden + [keras.layers.Dense(spec.head_units, activation=spec.head_activation, name=task)]
+    return hidden + [
+        keras.layers.Dense(spec.head_units, activation=spec.head_activation, name=task)
+    ]
 
 
 def _functional_mmoe(spec, inputs):
@@ -412,7 +439,8 @@ def _functional_mmoe(spec, inputs):
     features = {}
     for task in spec.tasks:
         gate = keras.layers.Dense(
-            spec.num_experts, use_bias=False, activation="softmax", name=f"gate_{task}")(inputs)
+            spec.num_experts, use_bias=False, activation="softmax", name=f"gate_{task}"
+        )(inputs)
         features[task] = keras.ops.sum(keras.ops.expand_dims(gate, -1) * stacked, axis=1)
     return features
 
@@ -433,8 +461,11 @@ def build_functional(spec, data, spe):
         outputs[task] = h
     model = keras.Model(inputs, outputs)
     model.compile(
-        optimizer=keras.optimizers.Adam(), loss=_losses(spec), loss_weights=_loss_weights(spec),
-        steps_per_execution=spe, jit_compile=False,
+        optimizer=keras.optimizers.Adam(),
+        loss=_losses(spec),
+        loss_weights=_loss_weights(spec),
+        steps_per_execution=spe,
+        jit_compile=False,
     )
     return FitTrainer(model, joint_dataset(spec, data), _num_steps(spec, data), spe)
 
@@ -505,8 +536,12 @@ def _mtl_model(spec):
 
 def _compile_mtl(model, spec, spe, **kwargs):
     model.compile(
-        optimizer="adam", loss=_losses(spec), loss_weights=_loss_weights(spec),
-        steps_per_execution=spe, jit_compile=False, **kwargs,
+        optimizer="adam",
+        loss=_losses(spec),
+        loss_weights=_loss_weights(spec),
+        steps_per_execution=spe,
+        jit_compile=False,
+        **kwargs,
     )
 
 
@@ -528,7 +563,11 @@ def build_mtl_alt_task_opts(spec, data, spe):
     """keras_mtl, mode="alternating", one Adam per task (`task_optimizers`)."""
     model = _mtl_model(spec)
     _compile_mtl(
-        model, spec, spe, mode="alternating", seed=TASK_SEED,
+        model,
+        spec,
+        spe,
+        mode="alternating",
+        seed=TASK_SEED,
         task_optimizers={t: "adam" for t in spec.tasks},
     )
     return FitTrainer(model, joint_dataset(spec, data), _num_steps(spec, data), spe)
@@ -538,7 +577,9 @@ def build_mtl_alt_interleave(spec, data, spe):
     """keras_mtl, mode="alternating", fed by `keras_mtl.data.interleave`."""
     model = _mtl_model(spec)
     _compile_mtl(model, spec, spe, mode="alternating", seed=TASK_SEED)
-    dataset = keras_mtl.data.interleave(task_datasets(spec, data), sampler="uniform", seed=TASK_SEED)
+    dataset = keras_mtl.data.interleave(
+        task_datasets(spec, data), sampler="uniform", seed=TASK_SEED
+    )
     steps = _num_steps(spec, data)
     return FitTrainer(model, dataset, steps, spe, steps_per_epoch=steps)
 
@@ -582,7 +623,17 @@ def build_mtl_weighting(spec, data, spe, method):
 
 
 WEIGHTING_PREFIX = "mtl_weighting="
-ALL_WEIGHTING = ("uncertainty", "dwa", "rlw", "famo", "pcgrad", "mgda", "cagrad", "gradnorm", "upgrad")
+ALL_WEIGHTING = (
+    "uncertainty",
+    "dwa",
+    "rlw",
+    "famo",
+    "pcgrad",
+    "mgda",
+    "cagrad",
+    "gradnorm",
+    "upgrad",
+)
 
 
 def row_builders(weighting_methods=()):
@@ -597,8 +648,8 @@ def row_builders(weighting_methods=()):
         "mtl_alt_interleave_1thread": build_mtl_alt_interleave_1thread,
     }
     for method in weighting_methods:
-        rows[WEIGHTING_PREFIX + method] = (
-            lambda spec, data, spe, m=method: build_mtl_weighting(spec, data, spe, m)
+        rows[WEIGHTING_PREFIX + method] = lambda spec, data, spe, m=method: build_mtl_weighting(
+            spec, data, spe, m
         )
     return rows
 
@@ -731,10 +782,14 @@ def measure_memory(key, steps, weighting_methods):
     """Peak RSS of one case, from a fresh Python process running this script."""
     model, row, spe = key
     cmd = [
-        sys.executable, os.path.abspath(__file__),
-        "--memory-case", f"{model}/{row}/{'none' if spe is None else spe}",
-        "--memory-steps", str(steps),
-        "--weighting", ",".join(weighting_methods),
+        sys.executable,
+        os.path.abspath(__file__),
+        "--memory-case",
+        f"{model}/{row}/{'none' if spe is None else spe}",
+        "--memory-steps",
+        str(steps),
+        "--weighting",
+        ",".join(weighting_methods),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -767,7 +822,10 @@ def _fmt_ratio(ratio):
 
 
 ALTERNATING_ROWS = (
-    "mtl_alternating", "mtl_alt_task_opts", "mtl_alt_interleave", "mtl_alt_interleave_1thread",
+    "mtl_alternating",
+    "mtl_alt_task_opts",
+    "mtl_alt_interleave",
+    "mtl_alt_interleave_1thread",
 )
 
 
@@ -807,7 +865,10 @@ def speed_table(model, spes, rows, results, failures):
             median = statistics.median(rates)
             starts = [e.start_overhead_ms for e in results[key] if e.start_seconds is not None]
             cells = [
-                str(spe), name, _fmt_rate(median), _fmt_rate(median * spec.batch_size),
+                str(spe),
+                name,
+                _fmt_rate(median),
+                _fmt_rate(median * spec.batch_size),
                 f"{(max(rates) - min(rates)) / median:.0%}",
                 f"{max(statistics.median(starts), 0):.0f}" if starts else "—",
             ] + _ratio_cells(results, model, row, spe)
@@ -843,8 +904,10 @@ def _target_line(name, ratio, bound, why_missing="", strict=False):
     if ratio is None:
         return f"- SKIP  {name}: not measured{why_missing}"
     passed = ratio[0] > bound if strict else ratio[0] >= bound
-    return (f"- {'PASS' if passed else 'MISS'}  {name}: {ratio[0]:.2f}x (per round "
-            f"{ratio[1]:.2f}–{ratio[2]:.2f}), target {'>' if strict else '>='} {bound}x")
+    return (
+        f"- {'PASS' if passed else 'MISS'}  {name}: {ratio[0]:.2f}x (per round "
+        f"{ratio[1]:.2f}–{ratio[2]:.2f}), target {'>' if strict else '>='} {bound}x"
+    )
 
 
 ALTERNATING_OVER_JOINT = {"seed": 1.0, "wide": 1.8}
@@ -878,11 +941,16 @@ def evaluate_targets(models, spes, results, memory):
             checks = speed_checks(model)
             for row, reference, bound, strict in checks:
                 r = _ratio(results, model, (row, spe), (reference, spe))
-                lines.append(_target_line(
-                    f"{model} spe={spe}: {row} / {reference} steps/s", r, bound, why, strict))
+                lines.append(
+                    _target_line(
+                        f"{model} spe={spe}: {row} / {reference} steps/s", r, bound, why, strict
+                    )
+                )
         if model == "seed":
             r = _ratio(results, model, ("mtl_alternating", 32), ("tutorial_loop", None))
-            lines.append(_target_line("seed spe=32: mtl_alternating / tutorial_loop steps/s", r, 0.9))
+            lines.append(
+                _target_line("seed spe=32: mtl_alternating / tutorial_loop steps/s", r, 0.9)
+            )
     for (model, row, spe), joint in memory.items():
         if row != "mtl_joint":
             continue
@@ -914,10 +982,20 @@ def _cpu_model():
 def _git_revision():
     here = os.path.dirname(os.path.abspath(__file__))
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return rev + (" + uncommitted changes" if dirty else "")
@@ -956,9 +1034,13 @@ def report(header, plan, models, spes, rows, results, failures, memory, memory_n
     lines = ["# keras_mtl training benchmark", ""] + header
     lines += [f"- plan: {plan.label}; one warm-up epoch per case, then timed rounds", ""]
     for model in models:
-        lines += [f"## {model}: {MODELS[model].describe()}", "",
-                  f"{plan.steps[model]} steps per epoch, {plan.rounds[model]} timed round(s), "
-                  f"steps_per_execution {', '.join(map(str, spes[model]))}.", ""]
+        lines += [
+            f"## {model}: {MODELS[model].describe()}",
+            "",
+            f"{plan.steps[model]} steps per epoch, {plan.rounds[model]} timed round(s), "
+            f"steps_per_execution {', '.join(map(str, spes[model]))}.",
+            "",
+        ]
         lines += speed_table(model, spes[model], rows, results, failures) + [""]
         mem = memory_table(model, memory)
         if mem:
@@ -981,31 +1063,35 @@ def parse_args(argv=None):
         description="Training speed and peak memory of keras_mtl vs Keras and the tutorial's loop.",
     )
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="short run (< 2 min on 2 cores for seed,wide; about 2 min for conv, 2-3.5 for "
-             "mmoe): fewer steps and rounds, only the rows the targets use (no "
-             "mtl_alt_task_opts, no mtl_alt_interleave_1thread; on wide no tutorial_loop "
-             "either; on conv functional and mtl_joint only; on mmoe functional, mtl_joint "
-             "and mtl_alternating), the wide, conv and mmoe models at spe=32 only; memory of "
-             "functional and mtl_joint only",
+        "mmoe): fewer steps and rounds, only the rows the targets use (no "
+        "mtl_alt_task_opts, no mtl_alt_interleave_1thread; on wide no tutorial_loop "
+        "either; on conv functional and mtl_joint only; on mmoe functional, mtl_joint "
+        "and mtl_alternating), the wide, conv and mmoe models at spe=32 only; memory of "
+        "functional and mtl_joint only",
     )
     parser.add_argument(
-        "--models", default=",".join(DEFAULT_MODELS),
+        "--models",
+        default=",".join(DEFAULT_MODELS),
         help=f"comma-separated subset of: {','.join(MODELS)}, or 'all' (default: "
-             f"{','.join(DEFAULT_MODELS)}; the conv and mmoe models run only when named)",
+        f"{','.join(DEFAULT_MODELS)}; the conv and mmoe models run only when named)",
     )
     parser.add_argument(
-        "--rounds", type=int,
+        "--rounds",
+        type=int,
         help="timed rounds for every model (default 5; with --quick 3 for seed, 2 for wide, "
-             "5 for conv and mmoe)",
+        "5 for conv and mmoe)",
     )
     parser.add_argument("--out", help="also write the report (Markdown) to this file")
     parser.add_argument(
-        "--weighting", default="auto",
+        "--weighting",
+        default="auto",
         help="comma-separated weighting methods (names keras_mtl.weighting.get accepts, e.g. "
-             "uncertainty,pcgrad, or 'all'), one joint row each on every model; 'auto' (the "
-             "default): every method on the seed model in a full run, none with --quick; "
-             "'' for none",
+        "uncertainty,pcgrad, or 'all'), one joint row each on every model; 'auto' (the "
+        "default): every method on the seed model in a full run, none with --quick; "
+        "'' for none",
     )
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-case", help=argparse.SUPPRESS)
@@ -1016,8 +1102,9 @@ def parse_args(argv=None):
         args.models = list(MODELS)
     unknown = [m for m in args.models if m not in MODELS]
     if unknown or not args.models:
-        parser.error(f"--models takes a comma-separated subset of {','.join(MODELS)}; "
-                     f"got {args.models}")
+        parser.error(
+            f"--models takes a comma-separated subset of {','.join(MODELS)}; got {args.models}"
+        )
     args.weighting_auto = args.weighting == "auto"
     if args.weighting_auto:
         args.weighting = "" if (args.quick or args.smoke) else "all"
@@ -1053,8 +1140,10 @@ def run_benchmark(args):
         model_rows = {r: b for r, b in rows.items() if r not in plan.skip_rows.get(model, ())}
         keys = case_keys(model, spes[model], model_rows)
         all_keys += keys
-        log(f"[{model}] building and warming up {len(keys)} cases, "
-            f"{plan.steps[model]} steps per epoch")
+        log(
+            f"[{model}] building and warming up {len(keys)} cases, "
+            f"{plan.steps[model]} steps per epoch"
+        )
         cases = build_and_warm_up(keys, rows, plan.steps[model], failures)
         log(f"[{model}] timing {plan.rounds[model]} round(s)")
         results.update(time_rounds(cases, plan.rounds[model], failures) if cases else {})
@@ -1062,14 +1151,19 @@ def run_benchmark(args):
         gc.collect()
 
     mem_keys = [k for k in memory_keys(all_keys, plan) if k not in failures]
-    memory_note = (f"a fresh process per case, {MEMORY_EPOCHS} epochs of {MEMORY_STEPS} steps; "
-                   + ("every case" if plan.memory == "all" else "functional and mtl_joint only"))
-    log(f"measuring peak memory of {len(mem_keys)} case(s), one process each, "
-        f"{MEMORY_PROCESSES} at a time")
+    memory_note = f"a fresh process per case, {MEMORY_EPOCHS} epochs of {MEMORY_STEPS} steps; " + (
+        "every case" if plan.memory == "all" else "functional and mtl_joint only"
+    )
+    log(
+        f"measuring peak memory of {len(mem_keys)} case(s), one process each, "
+        f"{MEMORY_PROCESSES} at a time"
+    )
     # After all timing, so running them side by side disturbs no timing;
     # peak RSS does not depend on CPU contention.
     with concurrent.futures.ThreadPoolExecutor(MEMORY_PROCESSES) as pool:
-        futures = {k: pool.submit(measure_memory, k, MEMORY_STEPS, args.weighting) for k in mem_keys}
+        futures = {
+            k: pool.submit(measure_memory, k, MEMORY_STEPS, args.weighting) for k in mem_keys
+        }
         for key, future in futures.items():
             memory[key] = future.result()
             log(f"  {key}: {memory[key]}")

@@ -143,8 +143,10 @@ def main(epochs=10, verbose=2, n_examples=None):
     n_train, n_test = len(splits["train"][0]), len(splits["test"][0])
     print(f"\nTest accuracy ({n_train} training images, {n_test} test images, {epochs} epochs):\n")
     print(format_table(results))
-    print("\nChance: digit 0.1, odd 0.5, ge5 0.5. In alternating mode each head gets "
-          "about a third of the updates.")
+    print(
+        "\nChance: digit 0.1, odd 0.5, ge5 0.5. In alternating mode each head gets "
+        "about a third of the updates."
+    )
     return results
 
 

@@ -58,8 +58,10 @@ def train(args):
 
     rng = np.random.default_rng(0)
     x = rng.random((4096, 16)).astype("float32")
-    y = {"price": x @ rng.random((16, 1)).astype("float32"),
-         "kind": (x[:, 0] * 2.99).astype("int32")}
+    y = {
+        "price": x @ rng.random((16, 1)).astype("float32"),
+        "kind": (x[:, 0] * 2.99).astype("int32"),
+    }
     global_batch = 64 * strategy.num_replicas_in_sync
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(4096, seed=0).batch(global_batch)
 
@@ -74,7 +76,9 @@ def train(args):
             loss={"price": "mse", "kind": "sparse_categorical_crossentropy"},
             metrics={"kind": ["accuracy"]},
             mode=args.mode,
-            task_optimizers={"price": "adam", "kind": "adam"} if args.mode == "alternating" else None,
+            task_optimizers={"price": "adam", "kind": "adam"}
+            if args.mode == "alternating"
+            else None,
             seed=0,
         )
     model.fit(dataset, epochs=args.epochs, verbose=2)
@@ -91,10 +95,21 @@ def launch_local_workers(n, args):
     procs = []
     try:
         for index in range(n):
-            env = dict(os.environ, TF_CONFIG=json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-            cmd = [sys.executable, __file__, "--multi-worker", "--mode", args.mode,
-                   "--epochs", str(args.epochs)]
+            env = dict(
+                os.environ,
+                TF_CONFIG=json.dumps(
+                    {"cluster": cluster, "task": {"type": "worker", "index": index}}
+                ),
+            )
+            cmd = [
+                sys.executable,
+                __file__,
+                "--multi-worker",
+                "--mode",
+                args.mode,
+                "--epochs",
+                str(args.epochs),
+            ]
             # Only worker 0 (the chief) prints; the others train silently.
             out = None if index == 0 else subprocess.DEVNULL
             procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=out))
@@ -111,12 +126,23 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Distributed MultiTaskModel training.")
     parser.add_argument("--mode", choices=["joint", "alternating"], default="alternating")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--logical-cpus", type=int, default=1,
-                        help="split the CPU into this many devices (MirroredStrategy)")
-    parser.add_argument("--multi-worker", action="store_true",
-                        help="MultiWorkerMirroredStrategy; the cluster comes from TF_CONFIG")
-    parser.add_argument("--local-workers", type=int, default=0,
-                        help="start this many MultiWorkerMirroredStrategy workers on 127.0.0.1")
+    parser.add_argument(
+        "--logical-cpus",
+        type=int,
+        default=1,
+        help="split the CPU into this many devices (MirroredStrategy)",
+    )
+    parser.add_argument(
+        "--multi-worker",
+        action="store_true",
+        help="MultiWorkerMirroredStrategy; the cluster comes from TF_CONFIG",
+    )
+    parser.add_argument(
+        "--local-workers",
+        type=int,
+        default=0,
+        help="start this many MultiWorkerMirroredStrategy workers on 127.0.0.1",
+    )
     args = parser.parse_args(argv)
     if args.local_workers:
         launch_local_workers(args.local_workers, args)

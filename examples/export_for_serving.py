@@ -33,7 +33,10 @@ def train(seed=0):
     }
     model = keras_mtl.MultiTaskModel(
         trunk_units=[32, 16],
-        heads={"price": 1, "kind": keras_mtl.Head(3, activation="softmax", dropout=0.2, hidden_units=[8])},
+        heads={
+            "price": 1,
+            "kind": keras_mtl.Head(3, activation="softmax", dropout=0.2, hidden_units=[8]),
+        },
     )
     model.compile(
         optimizer="adam",
@@ -70,7 +73,12 @@ def main(name="house", base="serving"):
     for request in rest_requests(name, model, x[:2]):
         print(request + "\n")
     print("Expected outputs for those two rows (model.predict):")
-    print({k: np.round(v.astype(float), 4).tolist() for k, v in model.predict(x[:2], verbose=0).items()})
+    print(
+        {
+            k: np.round(v.astype(float), 4).tolist()
+            for k, v in model.predict(x[:2], verbose=0).items()
+        }
+    )
     return path
 
 

@@ -149,8 +149,9 @@ def train_and_test(name, data, seed, epochs, batch_size, learning_rate):
     x_train, y_train, x_test, y_test = data
     keras.utils.set_random_seed(seed)
     model = make_model(name)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss={t: "mse" for t in TASKS}, mode="joint")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss={t: "mse" for t in TASKS}, mode="joint"
+    )
     model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0)
     scores = model.evaluate(x_test, y_test, batch_size=1024, verbose=0, return_dict=True)
     mse = [scores[f"{t}_loss"] for t in TASKS]
@@ -166,13 +167,17 @@ def format_table(results, p_values, correlations, normalized=None):
     """Markdown table: one row per (p, model), the test loss over seeds (mean,
     std, min, max) and, given `normalized`, the normalized loss (mean, std)."""
     extra = " norm. MSE mean | norm. std |" if normalized is not None else ""
-    lines = ["| p | label corr. | model | test MSE mean | std | min | max |" + extra + " seeds |",
-             "|---|---|---|---|---|---|---|" + ("---|---|" if extra else "") + "---|"]
+    lines = [
+        "| p | label corr. | model | test MSE mean | std | min | max |" + extra + " seeds |",
+        "|---|---|---|---|---|---|---|" + ("---|---|" if extra else "") + "---|",
+    ]
     for p in p_values:
         for name in MODELS:
             losses = np.asarray(results[(p, name)])
-            row = (f"| {p:g} | {correlations[p]:.3f} | {name} | {losses.mean():.4f} | "
-                   f"{_std(losses):.4f} | {losses.min():.4f} | {losses.max():.4f} |")
+            row = (
+                f"| {p:g} | {correlations[p]:.3f} | {name} | {losses.mean():.4f} | "
+                f"{_std(losses):.4f} | {losses.min():.4f} | {losses.max():.4f} |"
+            )
             if normalized is not None:
                 norm = np.asarray(normalized[(p, name)])
                 row += f" {norm.mean():.4f} | {_std(norm):.4f} |"
@@ -192,12 +197,20 @@ def save_plot(results, normalized, p_values, path):
         print(f"matplotlib is not installed: skipping {path} (pip install 'keras_mtl[plot]').")
         return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, values, label in ((axes[0], results, "final test MSE (mean of the 2 tasks)"),
-                              (axes[1], normalized, "test MSE / label variance (1 - R^2)")):
+    for ax, values, label in (
+        (axes[0], results, "final test MSE (mean of the 2 tasks)"),
+        (axes[1], normalized, "test MSE / label variance (1 - R^2)"),
+    ):
         for k, name in enumerate(MODELS):
             losses = [np.asarray(values[(p, name)]) for p in p_values]
-            ax.errorbar(np.asarray(p_values) + (k - 1) * 0.008, [v.mean() for v in losses],
-                        yerr=[_std(v) for v in losses], marker="o", capsize=3, label=name)
+            ax.errorbar(
+                np.asarray(p_values) + (k - 1) * 0.008,
+                [v.mean() for v in losses],
+                yerr=[_std(v) for v in losses],
+                marker="o",
+                capsize=3,
+                label=name,
+            )
         ax.set_xlabel("task correlation p = cos(w1, w2)")
         ax.set_ylabel(label)
         ax.invert_xaxis()
@@ -210,9 +223,16 @@ def save_plot(results, normalized, p_values, path):
     return True
 
 
-def main(p_values=(1.0, 0.9, 0.8, 0.5), seeds=(0, 1, 2, 3, 4), num_train=2000,
-         num_test=2000, epochs=8, batch_size=64, learning_rate=1e-2,
-         plot_path="mmoe_synthetic.png"):
+def main(
+    p_values=(1.0, 0.9, 0.8, 0.5),
+    seeds=(0, 1, 2, 3, 4),
+    num_train=2000,
+    num_test=2000,
+    epochs=8,
+    batch_size=64,
+    learning_rate=1e-2,
+    plot_path="mmoe_synthetic.png",
+):
     """Runs every (p, seed, model), prints the parameter counts and the table,
     saves the plot (`plot_path`; None skips it).
 
@@ -230,26 +250,38 @@ def main(p_values=(1.0, 0.9, 0.8, 0.5), seeds=(0, 1, 2, 3, 4), num_train=2000,
         for p in p_values:
             x, y, _ = make_data(p, num_train + num_test, seed=seed)
             corr[p].append(np.corrcoef(y["t1"][:, 0], y["t2"][:, 0])[0, 1])
-            data = (x[:num_train], {t: v[:num_train] for t, v in y.items()},
-                    x[num_train:], {t: v[num_train:] for t, v in y.items()})
+            data = (
+                x[:num_train],
+                {t: v[:num_train] for t, v in y.items()},
+                x[num_train:],
+                {t: v[num_train:] for t, v in y.items()},
+            )
             for name in MODELS:
-                loss, norm, params[name] = train_and_test(name, data, seed, epochs,
-                                                          batch_size, learning_rate)
+                loss, norm, params[name] = train_and_test(
+                    name, data, seed, epochs, batch_size, learning_rate
+                )
                 results[(p, name)].append(loss)
                 normalized[(p, name)].append(norm)
         print(f"seed {seed} done ({time.time() - start:.0f} s)", flush=True)
     correlations = {p: float(np.mean(v)) for p, v in corr.items()}
     steps = epochs * -(-num_train // batch_size)
     print("\nParameters: " + ", ".join(f"{n} {params[n]}" for n in MODELS))
-    print(f"\n{len(seeds)} seeds, {num_train} training / {num_test} test rows, d={DIM}, "
-          f"Adam lr={learning_rate:g}, {epochs} epochs of batch {batch_size} ({steps} steps):\n")
+    print(
+        f"\n{len(seeds)} seeds, {num_train} training / {num_test} test rows, d={DIM}, "
+        f"Adam lr={learning_rate:g}, {epochs} epochs of batch {batch_size} ({steps} steps):\n"
+    )
     table = format_table(results, p_values, correlations, normalized)
     print(table)
     print(f"\nTotal time: {time.time() - start:.0f} s")
     if plot_path is not None:
         save_plot(results, normalized, p_values, plot_path)
-    return {"losses": results, "normalized": normalized, "params": params,
-            "correlations": correlations, "table": table}
+    return {
+        "losses": results,
+        "normalized": normalized,
+        "params": params,
+        "correlations": correlations,
+        "table": table,
+    }
 
 
 if __name__ == "__main__":

@@ -79,8 +79,11 @@ def load_data(seed=0, test_fraction=0.2, val_fraction=0.2):
     order = np.random.default_rng(seed).permutation(len(df))
     n_test = round(test_fraction * len(df))
     n_val = round(val_fraction * len(df))
-    rows = {"test": order[:n_test], "val": order[n_test : n_test + n_val],
-            "train": order[n_test + n_val :]}
+    rows = {
+        "test": order[:n_test],
+        "val": order[n_test : n_test + n_val],
+        "train": order[n_test + n_val :],
+    }
 
     # The mass target is standardized with the training rows only, so the
     # test split stays unseen (the inputs are standardized inside the trunk).
@@ -133,8 +136,12 @@ def train(splits, tasks, mode, epochs, seed=0):
     )
     print(f"== {mode} training of {', '.join(tasks)}")
     history = model.fit(
-        x, {t: y[t] for t in tasks}, batch_size=BATCH_SIZE, epochs=epochs,
-        validation_data=(x_val, {t: y_val[t] for t in tasks}), verbose=1,
+        x,
+        {t: y[t] for t in tasks},
+        batch_size=BATCH_SIZE,
+        epochs=epochs,
+        validation_data=(x_val, {t: y_val[t] for t in tasks}),
+        verbose=1,
     )
     return model, history
 
@@ -204,8 +211,9 @@ def export_and_serve(model, splits, mass, path, row=0):
     served = serve(**{name: tf.constant([value]) for name, value in instance.items()})
     served = {task: served[task].numpy() for task in model.task_names}
     # As TF Serving answers a row-format request: one dict of outputs per instance.
-    response = {"predictions": [{t: np.round(v[0].astype(float), 4).tolist()
-                                 for t, v in served.items()}]}
+    response = {
+        "predictions": [{t: np.round(v[0].astype(float), 4).tolist() for t, v in served.items()}]
+    }
     print("Response (serving_default of the SavedModel, loaded with tf.saved_model.load):")
     print(json.dumps(response))
 
@@ -216,9 +224,11 @@ def export_and_serve(model, splits, mass, path, row=0):
     grams = mass_mean + mass_std * float(served["mass"][0, 0])
     true_sex = {0.0: "female", 1.0: "male"}.get(float(y_test["sex"][row, 0]), "unknown sex")
     true_grams = mass_mean + mass_std * float(y_test["mass"][row, 0])
-    print(f"Read: {species}, P(male) = {p_male:.2f}, {grams:.0f} g; this penguin is a "
-          f"{SPECIES[int(y_test['species'][row])]}, {true_sex}, {true_grams:.0f} g. "
-          f"Largest difference from model.predict: {gap:.1e}")
+    print(
+        f"Read: {species}, P(male) = {p_male:.2f}, {grams:.0f} g; this penguin is a "
+        f"{SPECIES[int(y_test['species'][row])]}, {true_sex}, {true_grams:.0f} g. "
+        f"Largest difference from model.predict: {gap:.1e}"
+    )
     return {"request": request, "served": served, "predicted": predicted}
 
 
@@ -243,8 +253,10 @@ def main(epochs=25, plot_path="penguins_curves.png", export_path="serving/pengui
 
     print(f"\nTest split ({len(splits['test'][0])} penguins), {epochs} epochs:")
     print(format_table(results))
-    print("(In alternating mode each step trains one task, so each task gets about "
-          "a third of the updates.)")
+    print(
+        "(In alternating mode each step trains one task, so each task gets about "
+        "a third of the updates.)"
+    )
     if plot_path is not None:
         save_curves(curves, plot_path)
     if export_path is not None:

@@ -114,8 +114,10 @@ def train(data, epochs=5, verbose=2, seed=0):
 
     model = keras_mtl.MultiTaskModel(
         make_trunk(),
-        {"fr": keras_mtl.Head(TOPICS, activation="softmax"),
-         "de": keras_mtl.Head(1, activation="sigmoid")},
+        {
+            "fr": keras_mtl.Head(TOPICS, activation="softmax"),
+            "de": keras_mtl.Head(1, activation="sigmoid"),
+        },
     )
     model.compile(
         optimizer=keras.optimizers.Adam(LEARNING_RATE),
@@ -181,8 +183,10 @@ def main(epochs=5, verbose=2):
         for t in TASKS
     }
     steps = sum(batches.values())
-    print(f"\n{epochs} epochs of {steps} alternating steps, sampler='proportional'; "
-          f"test accuracy on {DATASETS['fr'][1]} held-out sentences per task:\n")
+    print(
+        f"\n{epochs} epochs of {steps} alternating steps, sampler='proportional'; "
+        f"test accuracy on {DATASETS['fr'][1]} held-out sentences per task:\n"
+    )
     print(format_table(rows))
     return rows
 

@@ -55,8 +55,13 @@ def train(tasks, sampler, epochs=8):
     data = keras_mtl.data.interleave(train_sets, sampler=sampler, seed=0)
 
     model = keras_mtl.MultiTaskModel(trunk_units=[64, 32], heads={"large": 1, "small": 3})
-    model.compile(optimizer="adam", loss="mse", metrics={"large": ["mae"], "small": ["mae"]},
-                  mode="alternating", seed=0)
+    model.compile(
+        optimizer="adam",
+        loss="mse",
+        metrics={"large": ["mae"], "small": ["mae"]},
+        mode="alternating",
+        seed=0,
+    )
     print(f"== sampler={sampler!r}: {steps} steps per epoch")
     model.fit(data, steps_per_epoch=steps, epochs=epochs, verbose=2)
 
@@ -64,8 +69,10 @@ def train(tasks, sampler, epochs=8):
     for task, (_, (x_test, y_test)) in tasks.items():
         # Evaluate each task on its own test set; the other task's labels are absent.
         logs = model.evaluate(
-            x_test, {task: y_test, **{t: None for t in tasks if t != task}},
-            return_dict=True, verbose=0,
+            x_test,
+            {task: y_test, **{t: None for t in tasks if t != task}},
+            return_dict=True,
+            verbose=0,
         )
         scores[task] = logs[f"{task}_mae"]
     return scores

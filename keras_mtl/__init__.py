@@ -25,17 +25,23 @@ if keras.backend.backend() != "tensorflow":  # pragma: no cover
         "KERAS_BACKEND=tensorflow before importing keras."
     )
 
-from keras_mtl import callbacks
-from keras_mtl import data
-from keras_mtl import layers
-from keras_mtl import optimizers
-from keras_mtl import samplers
-from keras_mtl import weighting
+from keras_mtl import callbacks, data, layers, optimizers, samplers, weighting
 from keras_mtl.heads import Head
 from keras_mtl.model import MultiTaskModel
-from keras_mtl.plotting import plot_expert_utilization
-from keras_mtl.plotting import plot_history
+from keras_mtl.plotting import plot_expert_utilization, plot_history
 
 __version__ = "0.1.0"
 
-__all__ = ["MultiTaskModel", "Head", "samplers", "data", "layers", "optimizers", "weighting", "callbacks", "plot_history", "plot_expert_utilization", "__version__"]
+__all__ = [
+    "MultiTaskModel",
+    "Head",
+    "samplers",
+    "data",
+    "layers",
+    "optimizers",
+    "weighting",
+    "callbacks",
+    "plot_history",
+    "plot_expert_utilization",
+    "__version__",
+]

@@ -70,14 +70,10 @@ def check_non_negative_finite(arg_name, value, task=None):
     """Returns `value` as a float if it is finite and >= 0, else raises."""
     where = f" for task {task!r}" if task is not None else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"`{arg_name}`{where} must be a number. Received: {value!r}."
-        )
+        raise TypeError(f"`{arg_name}`{where} must be a number. Received: {value!r}.")
     value = float(value)
     if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"`{arg_name}`{where} must be finite and >= 0. Received: {value}."
-        )
+        raise ValueError(f"`{arg_name}`{where} must be finite and >= 0. Received: {value}.")
     return value
 
 
@@ -96,8 +92,7 @@ def check_task_weights(arg_name, weights, task_names=None):
         check_task_keys(arg_name, weights, task_names, require_all=True)
     elif not isinstance(weights, dict) or not weights:
         raise TypeError(
-            f"`{arg_name}` must be a non-empty dict keyed by task name. "
-            f"Received: {weights!r}."
+            f"`{arg_name}` must be a non-empty dict keyed by task name. Received: {weights!r}."
         )
     order = task_names if task_names is not None else list(weights)
     checked = {t: check_non_negative_finite(arg_name, weights[t], t) for t in order}
@@ -112,18 +107,14 @@ def check_task_weights(arg_name, weights, task_names=None):
 def check_positive_int(arg_name, value):
     """Returns `value` if it is an int > 0, else raises."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(
-            f"`{arg_name}` must be a positive integer. Received: {value!r}."
-        )
+        raise ValueError(f"`{arg_name}` must be a positive integer. Received: {value!r}.")
     return int(value)
 
 
 def check_rate(arg_name, value):
     """Returns `value` if it is a dropout rate in [0, 1), else raises."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-        raise ValueError(
-            f"`{arg_name}` must be a number in [0, 1). Received: {value!r}."
-        )
+        raise ValueError(f"`{arg_name}` must be a number in [0, 1). Received: {value!r}.")
     return float(value)
 
 

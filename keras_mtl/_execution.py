@@ -31,8 +31,7 @@ import itertools
 
 import tensorflow as tf
 
-from keras_mtl import _random
-from keras_mtl import training
+from keras_mtl import _random, training
 
 _TF_ITERATORS = (tf.data.Iterator, tf.distribute.DistributedIterator)
 
@@ -88,7 +87,11 @@ def make_train_function(model, custom_step=True):
 
     draws_spec = tf.TensorSpec([task_count], tf.float32) if alternating else None
     return _make_function(
-        model, step, draws_for, draws_spec, jit_compile=bool(model.jit_compile),
+        model,
+        step,
+        draws_for,
+        draws_spec,
+        jit_compile=bool(model.jit_compile),
         logs_after=None if custom_step else model._training_logs,
     )
 
@@ -129,7 +132,11 @@ def make_test_function(model, custom_step=True):
         )
 
     return _make_function(
-        model, step, lambda count: None, None, jit_compile=False,
+        model,
+        step,
+        lambda count: None,
+        None,
+        jit_compile=False,
         logs_after=None if custom_step else model.get_metrics_result,
     )
 
@@ -188,9 +195,7 @@ def _make_function(model, step, draws_for, draws_spec, jit_compile, logs_after=N
             return finish(tf.constant(done), logs)
 
         spec = output_spec(iterator.element_spec)
-        empty = tf.nest.map_structure(
-            lambda s: tf.zeros([d or 0 for d in s.shape], s.dtype), spec
-        )
+        empty = tf.nest.map_structure(lambda s: tf.zeros([d or 0 for d in s.shape], s.dtype), spec)
 
         def body(done, optional, logs):
             logs = tf.cond(optional.has_value(), lambda: run(optional, done), lambda: logs)
@@ -203,7 +208,9 @@ def _make_function(model, step, draws_for, draws_spec, jit_compile, logs_after=N
             body,
             [tf.constant(0), iterator.get_next_as_optional(), empty],
             shape_invariants=[
-                tf.TensorShape([]), None, tf.nest.map_structure(lambda s: s.shape, spec),
+                tf.TensorShape([]),
+                None,
+                tf.nest.map_structure(lambda s: s.shape, spec),
             ],
         )
         return finish(done, logs)

@@ -83,7 +83,8 @@ def _is_leaf_sequence(value):
     """Whether a list is one array (rows of numbers) rather than several inputs."""
     return not any(
         isinstance(v, (np.ndarray, tf.Tensor, tf.TensorSpec, keras.KerasTensor, dict))
-        or _is_series(v) or _is_dataframe(v)
+        or _is_series(v)
+        or _is_dataframe(v)
         for v in value
     )
 
@@ -143,8 +144,10 @@ def serialize(spec):
 
 def deserialize(config):
     """The inverse of `serialize`."""
-    if isinstance(config, dict) and set(config) == {"shape", "dtype", "name"} and isinstance(
-        config["dtype"], str
+    if (
+        isinstance(config, dict)
+        and set(config) == {"shape", "dtype", "name"}
+        and isinstance(config["dtype"], str)
     ):
         return tf.TensorSpec(config["shape"], config["dtype"], name=config["name"])
     if isinstance(config, dict):

@@ -51,7 +51,8 @@ def sublayers(layer):
     """The direct sublayers of `layer`, in tracking order (any layer: a
     `Model`'s `layers`, a custom layer's attributes; an `InputLayer` left out)."""
     return [
-        sub for sub in layer._flatten_layers(include_self=False, recursive=False)
+        sub
+        for sub in layer._flatten_layers(include_self=False, recursive=False)
         if not isinstance(sub, keras.layers.InputLayer)
     ]
 

@@ -34,10 +34,21 @@ _MEAN = ("sum_over_batch_size", "mean")
 _REDUCTIONS = _MEAN + ("sum", "mean_with_sample_weight")
 
 _DENSE_FUNCTIONS = (
-    "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
-    "mean_squared_logarithmic_error", "huber", "log_cosh", "binary_crossentropy",
-    "binary_focal_crossentropy", "categorical_crossentropy", "categorical_focal_crossentropy",
-    "categorical_hinge", "hinge", "squared_hinge", "kl_divergence", "poisson",
+    "mean_squared_error",
+    "mean_absolute_error",
+    "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error",
+    "huber",
+    "log_cosh",
+    "binary_crossentropy",
+    "binary_focal_crossentropy",
+    "categorical_crossentropy",
+    "categorical_focal_crossentropy",
+    "categorical_hinge",
+    "hinge",
+    "squared_hinge",
+    "kl_divergence",
+    "poisson",
     "cosine_similarity",
 )
 _ID_FUNCTIONS = ("sparse_categorical_crossentropy",)
@@ -157,11 +168,18 @@ def check_label_shape(task, loss, label_shape, output_shape):
     Returns:
         None.
     """
-    label = tuple(tf.TensorShape(label_shape)[1:].as_list()) if tf.TensorShape(label_shape).rank else ()
+    label = (
+        tuple(tf.TensorShape(label_shape)[1:].as_list()) if tf.TensorShape(label_shape).rank else ()
+    )
     output = tuple(tf.TensorShape(output_shape)[1:].as_list())
     form = label_form(loss) if loss is not None else None
-    same = label == output or (output == (1,) and label == ()) or (
-        len(label) == len(output) and all(a is None or b is None or a == b for a, b in zip(label, output))
+    same = (
+        label == output
+        or (output == (1,) and label == ())
+        or (
+            len(label) == len(output)
+            and all(a is None or b is None or a == b for a, b in zip(label, output))
+        )
     )
     ids = bool(output) and output[-1] != 1 and label in (output[:-1], output[:-1] + (1,))
     if form == "ids":
@@ -307,7 +325,9 @@ def loss_sums(task, loss, y_clean, y_pred, weights, count, mask=None):
     weighted = element_mask if example is None else element_mask * example
     total = tf.reduce_sum(values * weighted)
     if loss.reduction in _MEAN:
-        present = element_mask if example is None else element_mask * tf.cast(example > 0, tf.float32)
+        present = (
+            element_mask if example is None else element_mask * tf.cast(example > 0, tf.float32)
+        )
         return total, tf.reduce_sum(present)
     if loss.reduction == "mean_with_sample_weight":
         return total, tf.reduce_sum(weighted)

@@ -14,9 +14,7 @@ import types
 
 import keras
 
-from keras_mtl import _checks
-from keras_mtl import _keras_internals
-from keras_mtl import training
+from keras_mtl import _checks, _keras_internals, training
 from keras_mtl.optimizers import TaskOptimizers
 
 
@@ -136,8 +134,10 @@ def check_alternating_features(shared, own, trained):
                 "accumulators are reset together at each real update, which would "
                 "mix the tasks' gradients and drop some. Give each task its own "
                 "accumulating optimizer, e.g. task_optimizers={"
-                + ", ".join(f"{t!r}: keras.optimizers.SGD(gradient_accumulation_steps="
-                            f"{accumulation})" for t in users_of_shared)
+                + ", ".join(
+                    f"{t!r}: keras.optimizers.SGD(gradient_accumulation_steps={accumulation})"
+                    for t in users_of_shared
+                )
                 + "}."
             )
 

@@ -52,7 +52,9 @@ def uniform(seed, step, count=None):
         float32 tensor of shape `step.shape`, or `step.shape + [count]`.
     """
     step = tf.bitwise.bitwise_and(tf.cast(step, tf.int64), _MASK)
-    h = _mix(tf.bitwise.bitwise_and(_mix_int(seed ^ 0x9E3779B9) + _mulmod32(step, 0x9E3779B1), _MASK))
+    h = _mix(
+        tf.bitwise.bitwise_and(_mix_int(seed ^ 0x9E3779B9) + _mulmod32(step, 0x9E3779B1), _MASK)
+    )
     if count is not None:
         # Several draws per step: hash in the draw's index too.
         index = tf.range(1, count + 1, dtype=tf.int64)

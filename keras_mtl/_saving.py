@@ -22,8 +22,7 @@ import os
 
 import keras
 
-from keras_mtl import _io
-from keras_mtl import _keras_internals
+from keras_mtl import _io, _keras_internals
 
 # Version of the saved layout (get_config / compile config). Bump it when a
 # change makes older keras_mtl unable to read the files newer ones write.
@@ -174,7 +173,9 @@ class SavingMixin:
         >>> model.load_weights(path)
         """
         if max_shard_size is not None or (not overwrite and os.path.exists(os.fspath(filepath))):
-            return super().save_weights(filepath, overwrite=overwrite, max_shard_size=max_shard_size)
+            return super().save_weights(
+                filepath, overwrite=overwrite, max_shard_size=max_shard_size
+            )
         save_weights = super().save_weights
         return _io.write_atomically(
             filepath, ".weights.h5", lambda path: save_weights(path, overwrite=True)

@@ -25,9 +25,8 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from keras_mtl import _checks
+from keras_mtl import _checks, _losses
 from keras_mtl import _inputs as inputs_module
-from keras_mtl import _losses
 from keras_mtl import data as data_module
 
 _ARRAY_TYPES = (np.ndarray, tf.Tensor)
@@ -81,7 +80,9 @@ def _to_declared_rank(x, declared):
 
     def adjust(value, spec):
         if len(value.shape) == spec.shape.rank - 1 and spec.shape[-1] == 1:
-            return tf.expand_dims(value, -1) if isinstance(value, tf.Tensor) else value.reshape(-1, 1)
+            return (
+                tf.expand_dims(value, -1) if isinstance(value, tf.Tensor) else value.reshape(-1, 1)
+            )
         return value
 
     if isinstance(x, dict) and isinstance(declared, dict):
@@ -116,7 +117,11 @@ def _check_same_rows(x, method):
 
 
 def _numeric_frame(x, method):
-    non_numeric = [c for c, t in x.dtypes.items() if not np.issubdtype(t, np.number) and t != bool]
+    non_numeric = [
+        c
+        for c, t in x.dtypes.items()
+        if not np.issubdtype(t, np.number) and not np.issubdtype(t, np.bool_)
+    ]
     if non_numeric:
         raise ValueError(
             f"MultiTaskModel.{method}() takes numeric features here, but the "
@@ -138,8 +143,10 @@ def _dense_inputs(model, x, method):
     if not isinstance(x, _ARRAY_TYPES):
         x = np.asarray(x)
     dtype = tf.as_dtype(x.dtype) if isinstance(x, tf.Tensor) else None
-    numeric = (dtype.is_floating or dtype.is_integer or dtype.is_bool) if dtype is not None else (
-        np.issubdtype(x.dtype, np.number) or x.dtype == bool
+    numeric = (
+        (dtype.is_floating or dtype.is_integer or dtype.is_bool)
+        if dtype is not None
+        else (np.issubdtype(x.dtype, np.number) or x.dtype == bool)
     )
     if len(x.shape) != 2 or not numeric:
         raise ValueError(
@@ -152,7 +159,11 @@ def _dense_inputs(model, x, method):
 
 
 def _too_many_inputs(model, x, method):
-    kind = f"a dict with keys {sorted(x)}" if isinstance(x, dict) else f"a {type(x).__name__} of {len(x)} arrays"
+    kind = (
+        f"a dict with keys {sorted(x)}"
+        if isinstance(x, dict)
+        else f"a {type(x).__name__} of {len(x)} arrays"
+    )
     raise ValueError(
         f"MultiTaskModel.{method}() received `x` as {kind}, but its Dense trunk "
         "takes one float array of shape (batch, features): concatenate the "
@@ -262,9 +273,9 @@ def _weights_for_every_task(y, sample_weight, n):
                 "give one weight per example."
             )
     return {
-        t: None if labels is None else (
-            sample_weight[t] if sample_weight.get(t) is not None else np.ones((n,), np.float32)
-        )
+        t: None
+        if labels is None
+        else (sample_weight[t] if sample_weight.get(t) is not None else np.ones((n,), np.float32))
         for t, labels in y.items()
     }
 
@@ -321,7 +332,9 @@ def _dataset(model, dataset, y, sample_weight, class_weight, method, steps):
 
 
 def _check_class_weight(model, class_weight):
-    if not isinstance(class_weight, dict) or not all(isinstance(v, dict) for v in class_weight.values()):
+    if not isinstance(class_weight, dict) or not all(
+        isinstance(v, dict) for v in class_weight.values()
+    ):
         raise ValueError(
             "`class_weight` must be a dict keyed by task, each value a dict "
             "{class: weight}, e.g. class_weight={"
@@ -346,11 +359,15 @@ def class_indices(labels):
     labels = tf.convert_to_tensor(labels)
     if labels.shape.rank and labels.shape.rank > 1 and labels.shape[-1] != 1:
         classes = tf.argmax(labels, axis=-1, output_type=tf.int64)
-        missing = tf.reduce_any(tf.math.is_nan(labels), axis=-1) if labels.dtype.is_floating else None
+        missing = (
+            tf.reduce_any(tf.math.is_nan(labels), axis=-1) if labels.dtype.is_floating else None
+        )
     else:
         flat = tf.reshape(labels, [-1])
         missing = tf.math.is_nan(flat) if flat.dtype.is_floating else None
-        classes = tf.cast(tf.round(tf.where(missing, 0.0, flat)) if missing is not None else flat, tf.int64)
+        classes = tf.cast(
+            tf.round(tf.where(missing, 0.0, flat)) if missing is not None else flat, tf.int64
+        )
     return classes if missing is None else tf.where(missing, tf.constant(-1, tf.int64), classes)
 
 
@@ -366,9 +383,11 @@ def _weights_of(table, labels):
 def _with_class_weights(model, y, sample_weight, class_weight):
     """`sample_weight` as a dict with each task's class weights multiplied in."""
     eager = tf.executing_eagerly()
-    out = dict(sample_weight) if isinstance(sample_weight, dict) else {
-        t: sample_weight for t in model.task_names if y.get(t) is not None
-    }
+    out = (
+        dict(sample_weight)
+        if isinstance(sample_weight, dict)
+        else {t: sample_weight for t in model.task_names if y.get(t) is not None}
+    )
     for task, table in class_weight.items():
         labels = y.get(task)
         if labels is None or not table:

@@ -2,8 +2,7 @@
 
 import tensorflow as tf
 
-from keras_mtl import _checks
-from keras_mtl import _random
+from keras_mtl import _checks, _random
 from keras_mtl import samplers as samplers_module
 
 # Tasks are drawn for this many batches at a time: one vectorized draw is far
@@ -70,8 +69,10 @@ def _element_parts(task, spec):
         )
     x, y = spec[0], spec[1]
     x_leaves = tf.nest.flatten(x)
-    if not x_leaves or not all(isinstance(s, tf.TensorSpec) for s in x_leaves) or not isinstance(
-        y, tf.TensorSpec
+    if (
+        not x_leaves
+        or not all(isinstance(s, tf.TensorSpec) for s in x_leaves)
+        or not isinstance(y, tf.TensorSpec)
     ):
         raise ValueError(
             f"The dataset for task {task!r} must yield inputs (one tensor or a "
@@ -216,7 +217,9 @@ def interleave(datasets, sampler="uniform", seed=None):
                     labels[other], weights[other] = y, weight
                 else:
                     y_spec = specs[other][1]
-                    shape = tf.concat([[batch], tf.constant(y_spec.shape[1:].as_list(), tf.int32)], 0)
+                    shape = tf.concat(
+                        [[batch], tf.constant(y_spec.shape[1:].as_list(), tf.int32)], 0
+                    )
                     labels[other] = tf.ensure_shape(
                         tf.zeros(shape, y_spec.dtype), [None] + y_spec.shape[1:].as_list()
                     )
@@ -246,4 +249,3 @@ def _choose(sampler, seed, steps):
         lambda args: tf.cast(sampler.sample(args[0], seed, uniforms=args[1]), tf.int64),
         (steps, uniforms),
     )
-

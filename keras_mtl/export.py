@@ -49,7 +49,9 @@ def serving_signature(model, input_name="features"):
     elif isinstance(spec, dict):
         signature = {k: _serving_input(s, k) for k, s in spec.items()}
     else:
-        signature = [_serving_input(s, f"{input_name}_{i}") for i, s in enumerate(tf.nest.flatten(spec))]
+        signature = [
+            _serving_input(s, f"{input_name}_{i}") for i, s in enumerate(tf.nest.flatten(spec))
+        ]
         signature = tf.nest.pack_sequence_as(spec, signature)
 
     def to_model(served):
@@ -121,7 +123,9 @@ def export_saved_model(model, filepath, input_name="features", input_signature=N
     # Registered first, so ExportArchive also publishes it as serving_default.
     archive.add_endpoint("serve", serve_all, input_signature=[signature])
     for task in model.task_names:
-        archive.add_endpoint(task, _task_endpoint(model, task, to_model), input_signature=[signature])
+        archive.add_endpoint(
+            task, _task_endpoint(model, task, to_model), input_signature=[signature]
+        )
     archive.write_out(str(filepath), verbose=verbose)
     return [SIGNATURE_DEFAULT, "serve", *model.task_names]
 

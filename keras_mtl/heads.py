@@ -78,13 +78,10 @@ class Head(keras.layers.Layer):
                 f"[32, 16]. Received: {hidden_units!r}."
             )
         self.hidden_units = tuple(
-            _checks.check_positive_int("Head(hidden_units)", u)
-            for u in hidden_units
+            _checks.check_positive_int("Head(hidden_units)", u) for u in hidden_units
         )
         self.activation = _check_activation("Head(activation)", activation)
-        self.hidden_activation = _check_activation(
-            "Head(hidden_activation)", hidden_activation
-        )
+        self.hidden_activation = _check_activation("Head(hidden_activation)", hidden_activation)
         self.dropout = _checks.check_rate("Head(dropout)", dropout)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
@@ -98,14 +95,14 @@ class Head(keras.layers.Layer):
         for i, u in enumerate(self.hidden_units):
             self.hidden_layers.append(
                 keras.layers.Dense(
-                    u, activation=self.hidden_activation,
-                    name=f"hidden_{i}", **dense_args,
+                    u,
+                    activation=self.hidden_activation,
+                    name=f"hidden_{i}",
+                    **dense_args,
                 )
             )
             if self.dropout:
-                self.hidden_layers.append(
-                    keras.layers.Dropout(self.dropout, name=f"dropout_{i}")
-                )
+                self.hidden_layers.append(keras.layers.Dropout(self.dropout, name=f"dropout_{i}"))
         self.output_layer = keras.layers.Dense(
             self.units, activation=self.activation, name="output", **dense_args
         )
@@ -165,8 +162,9 @@ def head_items(heads):
     return items
 
 
-def make_head(name, spec, activation=None, kernel_initializer="glorot_uniform",
-              kernel_regularizer=None):
+def make_head(
+    name, spec, activation=None, kernel_initializer="glorot_uniform", kernel_regularizer=None
+):
     """The head layer of task `name` from its specification in `heads=`.
 
     Args:

@@ -9,18 +9,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mtl import _checks
-from keras_mtl import _inputs
-from keras_mtl import _keras_internals
-from keras_mtl import _optimizer_setup
-from keras_mtl import _saving
-from keras_mtl import _standardize
-from keras_mtl import _structure
+from keras_mtl import (
+    _checks,
+    _inputs,
+    _keras_internals,
+    _optimizer_setup,
+    _saving,
+    _standardize,
+    _structure,
+)
 from keras_mtl import export as export_module
 from keras_mtl import trainer as trainer_module
-from keras_mtl.heads import _check_activation
-from keras_mtl.heads import head_items
-from keras_mtl.heads import make_head
+from keras_mtl.heads import _check_activation, head_items, make_head
 
 
 def _check_trunk_units(trunk_units, arg_name="trunk"):
@@ -28,7 +28,10 @@ def _check_trunk_units(trunk_units, arg_name="trunk"):
         isinstance(trunk_units, (int, str))
         or not hasattr(trunk_units, "__len__")
         or len(trunk_units) == 0
-        or not all(isinstance(u, (int, np.integer)) and not isinstance(u, bool) and u > 0 for u in trunk_units)
+        or not all(
+            isinstance(u, (int, np.integer)) and not isinstance(u, bool) and u > 0
+            for u in trunk_units
+        )
     ):
         raise ValueError(
             f"`{arg_name}` must be a keras.layers.Layer (e.g. a keras.Sequential or a "
@@ -185,7 +188,9 @@ class MultiTaskModel(
         self.head_activation = _check_activation("head_activation", head_activation)
         if layer is None:
             dense_args = {k: _DENSE_ARGS[k] if v is None else v for k, v in dense_args.items()}
-            self.trunk_activation = _check_activation("trunk_activation", dense_args["trunk_activation"])
+            self.trunk_activation = _check_activation(
+                "trunk_activation", dense_args["trunk_activation"]
+            )
             self.trunk_dropout = _checks.check_rate("trunk_dropout", dense_args["trunk_dropout"])
             self.kernel_initializer = keras.initializers.get(dense_args["kernel_initializer"])
             self.kernel_regularizer = keras.regularizers.get(dense_args["kernel_regularizer"])
@@ -209,7 +214,9 @@ class MultiTaskModel(
             for name, spec in head_items(heads)
         }
         _check_distinct_layers(self.trunk, self.heads)
-        if getattr(self.trunk, "task_names", "absent") is None and hasattr(self.trunk, "set_task_names"):
+        if getattr(self.trunk, "task_names", "absent") is None and hasattr(
+            self.trunk, "set_task_names"
+        ):
             # An expert-mixture layer used as the whole trunk takes its tasks from `heads`.
             self.trunk.set_task_names(list(self.heads))
         # Counts training steps; the alternating task is a pure function of
@@ -472,12 +479,14 @@ class MultiTaskModel(
         (['expert_0', 'expert_1', 'expert_2'], 1.0)
         """
         experts = [
-            l for l in _all_layers(self.trunk) if hasattr(l, "gate_weights") and hasattr(l, "expert_names")
+            sub
+            for sub in _all_layers(self.trunk)
+            if hasattr(sub, "gate_weights") and hasattr(sub, "expert_names")
         ]
         if layer is not None:
-            experts = [l for l in experts if l.name == layer]
+            experts = [sub for sub in experts if sub.name == layer]
         if len(experts) != 1:
-            names = [l.name for l in _all_layers(self.trunk) if hasattr(l, "gate_weights")]
+            names = [sub.name for sub in _all_layers(self.trunk) if hasattr(sub, "gate_weights")]
             raise ValueError(
                 "expert_utilization() needs one expert-mixture layer (e.g. "
                 f"keras_mtl.layers.MMoE) in the trunk; found {names or 'none'}"
@@ -490,9 +499,12 @@ class MultiTaskModel(
             self._build_for(x)
         if expert is self.trunk:
             features = x
-        elif isinstance(self.trunk, keras.Model) and _inputs.trunk_input_spec(self.trunk) is not None:
+        elif (
+            isinstance(self.trunk, keras.Model) and _inputs.trunk_input_spec(self.trunk) is not None
+        ):
             features = keras.Model(self.trunk.input, expert.input).predict(
-                x, batch_size=batch_size, verbose=0)
+                x, batch_size=batch_size, verbose=0
+            )
         else:
             raise ValueError(
                 f"expert_utilization() reads the inputs of {expert.name!r} through the "
@@ -502,9 +514,11 @@ class MultiTaskModel(
         rows = len(tf.nest.flatten(features)[0])
         totals = {}
         for start in range(0, rows, batch_size):
-            batch = tf.nest.map_structure(lambda v: v[start:start + batch_size], features)
+            batch = tf.nest.map_structure(lambda v, s=start: v[s : s + batch_size], features)
             for task, weights in expert.gate_weights(batch).items():
-                totals[task] = totals.get(task, 0.0) + np.sum(np.asarray(weights, "float64"), axis=0)
+                totals[task] = totals.get(task, 0.0) + np.sum(
+                    np.asarray(weights, "float64"), axis=0
+                )
         return {
             task: {name: float(w / rows) for name, w in zip(expert.expert_names(task), total)}
             for task, total in totals.items()
@@ -542,7 +556,9 @@ class MultiTaskModel(
         if isinstance(spec, tf.TensorSpec):
             spec = tf.TensorSpec(spec.shape, spec.dtype, name=spec.name or "features")
         inputs = _inputs.map_inputs(
-            lambda s: keras.Input(shape=tuple(s.shape[1:].as_list()), dtype=s.dtype.name, name=s.name),
+            lambda s: keras.Input(
+                shape=tuple(s.shape[1:].as_list()), dtype=s.dtype.name, name=s.name
+            ),
             spec,
         )
         features = self.trunk(inputs)
@@ -578,8 +594,15 @@ class MultiTaskModel(
         model._freeze(frozen)
         return model
 
-    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
-               input_name="features", **kwargs):
+    def export(
+        self,
+        filepath,
+        format="tf_saved_model",
+        verbose=None,
+        input_signature=None,
+        input_name="features",
+        **kwargs,
+    ):
         """Exports the model for inference; for TF Serving by default.
 
         With `format="tf_saved_model"` the SavedModel needs neither
@@ -621,12 +644,16 @@ class MultiTaskModel(
         ['b']
         """
         if format != "tf_saved_model":
-            return super().export(filepath, format=format, verbose=verbose,
-                                  input_signature=input_signature, **kwargs)
+            return super().export(
+                filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs
+            )
         if kwargs:
             raise TypeError(f"Unexpected arguments for format='tf_saved_model': {sorted(kwargs)}.")
         return export_module.export_saved_model(
-            self, filepath, input_name=input_name, input_signature=input_signature,
+            self,
+            filepath,
+            input_name=input_name,
+            input_signature=input_signature,
             verbose=True if verbose is None else verbose,
         )
 
@@ -645,7 +672,8 @@ def _check_per_task_features(features, task_names):
             f"by task name; the tasks are {list(task_names)}, the trunk returns "
             f"keys {list(features)}"
             + (f" (missing: {missing})" if missing else "")
-            + (f" (not tasks: {unknown})" if unknown else "") + "."
+            + (f" (not tasks: {unknown})" if unknown else "")
+            + "."
         )
     for task in task_names:
         if not isinstance(features[task], keras.KerasTensor):
@@ -672,11 +700,17 @@ def _all_layers(layer):
 def _check_distinct_layers(trunk, heads):
     """Each head's layers are its own: not the trunk's, not another head's."""
     seen = {}
-    for owner, root in [("the trunk", trunk)] + [(f"the head of task {t!r}", h) for t, h in heads.items()]:
+    for owner, root in [("the trunk", trunk)] + [
+        (f"the head of task {t!r}", h) for t, h in heads.items()
+    ]:
         for layer in _all_layers(root):
             other = seen.setdefault(id(layer), owner)
             if other != owner:
-                what = "is the same layer as" if layer is root else f"shares the layer {layer.name!r} with"
+                what = (
+                    "is the same layer as"
+                    if layer is root
+                    else f"shares the layer {layer.name!r} with"
+                )
                 raise ValueError(
                     f"{owner[0].upper() + owner[1:]} {what} {other}: give every task "
                     "its own head layers, apart from the trunk (alternating training "

@@ -27,7 +27,6 @@ import warnings
 import keras
 import tensorflow as tf
 
-
 _SHARED = "shared"
 
 
@@ -117,7 +116,9 @@ class TaskOptimizers(keras.optimizers.Optimizer):
 
     @property
     def learning_rate(self):
-        rates = {o.name: float(keras.ops.convert_to_numpy(o.learning_rate)) for o in self.optimizers}
+        rates = {
+            o.name: float(keras.ops.convert_to_numpy(o.learning_rate)) for o in self.optimizers
+        }
         if len(set(rates.values())) != 1:
             raise AttributeError(
                 "The optimizers of this model have different learning rates "
@@ -227,7 +228,9 @@ class TaskOptimizers(keras.optimizers.Optimizer):
                 return  # nothing saved here (a 0.1.0 file without a shared optimizer)
             if len(saved) != len(optimizer.variables):
                 # As Keras's own optimizers do: warn and leave this state as is.
-                where = "the shared optimizer" if owner == _SHARED else f"task {owner!r}'s optimizer"
+                where = (
+                    "the shared optimizer" if owner == _SHARED else f"task {owner!r}'s optimizer"
+                )
                 warnings.warn(
                     f"Skipping the state of {where}: it has {len(optimizer.variables)} "
                     f"variables, but the saved one has {len(saved)}. The file was "
@@ -252,7 +255,10 @@ class TaskOptimizers(keras.optimizers.Optimizer):
     def from_config(cls, config):
         return cls(
             keras.saving.deserialize_keras_object(config["shared"]),
-            {t: keras.saving.deserialize_keras_object(o) for t, o in config["task_optimizers"].items()},
+            {
+                t: keras.saving.deserialize_keras_object(o)
+                for t, o in config["task_optimizers"].items()
+            },
             name=config.get("name", "task_optimizers"),
         )
 

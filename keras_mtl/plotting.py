@@ -160,8 +160,9 @@ def plot_history(history, path=None):
             ("validation", logs.get(f"val_{task}_loss"), "--"),
         ):
             if values:
-                ax.plot(range(1, len(values) + 1), values, style, marker="o",
-                        markersize=3, label=label)
+                ax.plot(
+                    range(1, len(values) + 1), values, style, marker="o", markersize=3, label=label
+                )
         ax.set_title(task)
         ax.set_ylabel("loss")
         ax.legend()
@@ -200,7 +201,9 @@ def plot_expert_utilization(utilization, path=None):
     >>> use = model.expert_utilization(np.random.rand(8, 5).astype("float32"))
     >>> fig = keras_mtl.plot_expert_utilization(use)  # doctest: +SKIP
     """
-    if not isinstance(utilization, dict) or not all(isinstance(v, dict) for v in utilization.values()):
+    if not isinstance(utilization, dict) or not all(
+        isinstance(v, dict) for v in utilization.values()
+    ):
         raise TypeError(
             "`utilization` must be {task: {expert_name: weight}}, as "
             "MultiTaskModel.expert_utilization(x) returns. "
@@ -219,8 +222,15 @@ def plot_expert_utilization(utilization, path=None):
     for i, row in enumerate(grid):
         for j, value in enumerate(row):
             if value == value:  # not NaN
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center",
-                        color="white" if value < 0.5 else "black", fontsize=8)
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    color="white" if value < 0.5 else "black",
+                    fontsize=8,
+                )
     ax.set_title("mean gate weight per expert")
     fig.colorbar(image, ax=ax)
     if path is not None:

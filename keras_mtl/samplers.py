@@ -20,8 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mtl import _checks
-from keras_mtl import _random
+from keras_mtl import _checks, _random
+
 
 class Sampler:
     """Base class of task samplers.
@@ -115,9 +115,7 @@ class Sampler:
             Float tensor of shape `[num_tasks]`, non-negative; it need not
             sum to one (it is normalized when sampling).
         """
-        raise NotImplementedError(
-            f"{type(self).__name__} must implement `probabilities(step)`."
-        )
+        raise NotImplementedError(f"{type(self).__name__} must implement `probabilities(step)`.")
 
     def sample(self, step, seed, available=None, uniforms=None):
         """Draws the task for `step`, a pure function of `(seed, step)`.
@@ -374,9 +372,7 @@ class Annealed(Sampler):
         self.steps_per_epoch = steps_per_epoch
         final_alpha = _checks.check_non_negative_finite("Annealed(final_alpha)", final_alpha)
         if final_alpha > 1:
-            raise ValueError(
-                f"`Annealed(final_alpha)` must be in [0, 1]. Received: {final_alpha}."
-            )
+            raise ValueError(f"`Annealed(final_alpha)` must be in [0, 1]. Received: {final_alpha}.")
         self.final_alpha = final_alpha
 
     def _named_tasks(self):

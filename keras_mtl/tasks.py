@@ -21,9 +21,7 @@ import weakref
 import keras
 import tensorflow as tf
 
-from keras_mtl import _checks
-from keras_mtl import _keras_internals
-from keras_mtl import _losses
+from keras_mtl import _checks, _keras_internals, _losses
 
 _NAN = float("nan")
 
@@ -125,13 +123,9 @@ class TaskSpec:
         self.metrics = metrics
         self.index = index
         self.loss_tracker = LossTracker(name=f"{name}_loss") if loss is not None else None
-        self.labels_seen = (
-            LossTracker(name=f"{name}_labels") if loss is None and metrics else None
-        )
+        self.labels_seen = LossTracker(name=f"{name}_labels") if loss is None and metrics else None
         self.update_counter = (
-            UpdateCounter(name=f"{name}_updates")
-            if alternating and loss is not None
-            else None
+            UpdateCounter(name=f"{name}_updates") if alternating and loss is not None else None
         )
         self.weight_tracker = None
 
@@ -240,8 +234,10 @@ def _crossentropy(y_true, y_pred):
 # Metric names resolved by the shapes of labels and outputs, with the
 # direction Keras's monitor callbacks need (as its own classes declare).
 _BY_SHAPE = {
-    "accuracy": (_accuracy, "up"), "acc": (_accuracy, "up"),
-    "crossentropy": (_crossentropy, "down"), "ce": (_crossentropy, "down"),
+    "accuracy": (_accuracy, "up"),
+    "acc": (_accuracy, "up"),
+    "crossentropy": (_crossentropy, "down"),
+    "ce": (_crossentropy, "down"),
 }
 
 
@@ -358,7 +354,9 @@ def build_task_specs(heads, loss, loss_weights, metrics, weighted_metrics, alter
         )
     weights = _checks.check_task_keys("loss_weights", loss_weights or {}, task_names)
     metrics = _per_task("metrics", metrics, task_names, allow_single=False)
-    weighted_metrics = _per_task("weighted_metrics", weighted_metrics, task_names, allow_single=False)
+    weighted_metrics = _per_task(
+        "weighted_metrics", weighted_metrics, task_names, allow_single=False
+    )
 
     specs = []
     index = 0
@@ -379,15 +377,21 @@ def build_task_specs(heads, loss, loss_weights, metrics, weighted_metrics, alter
                 "distinct name (e.g. keras.metrics.MeanAbsoluteError(name='mae2'))."
             )
         specs.append(
-            TaskSpec(task, head, loss_obj, weight, task_metrics,
-                     index if loss_obj is not None else None, alternating)
+            TaskSpec(
+                task,
+                head,
+                loss_obj,
+                weight,
+                task_metrics,
+                index if loss_obj is not None else None,
+                alternating,
+            )
         )
         if loss_obj is not None:
             index += 1
     if index == 0:
         raise ValueError(
-            "Every task's loss is None, so nothing would be trained. Give at "
-            "least one task a loss."
+            "Every task's loss is None, so nothing would be trained. Give at least one task a loss."
         )
     return specs
 

@@ -11,15 +11,10 @@ functions `keras_mtl/_execution.py` builds around `train_step`/`test_step`
 import keras
 import tensorflow as tf
 
-from keras_mtl import _checks
-from keras_mtl import _execution
-from keras_mtl import _optimizer_setup
-from keras_mtl import _saving
-from keras_mtl import _standardize
+from keras_mtl import _checks, _execution, _optimizer_setup, _saving, _standardize, training
 from keras_mtl import optimizers as optimizers_module
 from keras_mtl import samplers as samplers_module
 from keras_mtl import tasks as tasks_module
-from keras_mtl import training
 from keras_mtl import weighting as weighting_module
 
 _MODES = ("joint", "alternating")
@@ -164,10 +159,14 @@ class Trainer:
                 "pass a new instance (its state is per model)."
             )
         config = dict(
-            optimizer=_saving.serialize(optimizer), loss=_saving.serialize(loss),
-            metrics=_saving.serialize(metrics), loss_weights=_saving.serialize(loss_weights),
-            weighted_metrics=_saving.serialize(weighted_metrics), mode=mode,
-            sampler=_saving.serialize(sampler), task_optimizers=_saving.serialize(task_optimizers),
+            optimizer=_saving.serialize(optimizer),
+            loss=_saving.serialize(loss),
+            metrics=_saving.serialize(metrics),
+            loss_weights=_saving.serialize(loss_weights),
+            weighted_metrics=_saving.serialize(weighted_metrics),
+            mode=mode,
+            sampler=_saving.serialize(sampler),
+            task_optimizers=_saving.serialize(task_optimizers),
             weighting=_saving.serialize(method),
         )
         specs = tasks_module.build_task_specs(
@@ -507,11 +506,21 @@ class Trainer:
         if keeper is not None:
             callbacks = _with_callback(callbacks, keeper)
         return super().fit(
-            x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
-            validation_split=validation_split, validation_data=validation_data,
-            shuffle=shuffle, sample_weight=sample_weight, initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
-            validation_batch_size=validation_batch_size, validation_freq=validation_freq,
+            x,
+            y,
+            batch_size=batch_size,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=callbacks,
+            validation_split=validation_split,
+            validation_data=validation_data,
+            shuffle=shuffle,
+            sample_weight=sample_weight,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps,
+            validation_batch_size=validation_batch_size,
+            validation_freq=validation_freq,
         )
 
     def _untrained_heads_keeper(self):
@@ -553,11 +562,22 @@ class Trainer:
         {'a': (3, 1), 'b': (3, 2)}
         """
         x = _standardize.predict_inputs(self, x)
-        return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps,
-                               callbacks=callbacks)
+        return super().predict(
+            x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks
+        )
 
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
-                 steps=None, callbacks=None, return_dict=False, **kwargs):
+    def evaluate(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        verbose="auto",
+        sample_weight=None,
+        steps=None,
+        callbacks=None,
+        return_dict=False,
+        **kwargs,
+    ):
         """Computes every task's loss and metrics, as `keras.Model.evaluate`.
 
         Always evaluates all tasks whose labels are given (missing labels
@@ -588,8 +608,15 @@ class Trainer:
         self._check_compiled("evaluate")
         x, y, sample_weight = self._standardize(x, y, sample_weight, "evaluate", steps)
         return super().evaluate(
-            x, y, batch_size=batch_size, verbose=verbose, sample_weight=sample_weight,
-            steps=steps, callbacks=callbacks, return_dict=return_dict, **kwargs,
+            x,
+            y,
+            batch_size=batch_size,
+            verbose=verbose,
+            sample_weight=sample_weight,
+            steps=steps,
+            callbacks=callbacks,
+            return_dict=return_dict,
+            **kwargs,
         )
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):

@@ -50,10 +50,8 @@ import functools
 import keras
 import tensorflow as tf
 
-from keras_mtl import _keras_internals
-from keras_mtl import _losses
+from keras_mtl import _keras_internals, _losses, tasks
 from keras_mtl import data as data_module
-from keras_mtl import tasks
 from keras_mtl import weighting as weighting_module
 
 # The alternating task draws of the step being traced, when the loop that
@@ -136,10 +134,12 @@ def _available_tasks(model, data):
     replica fn, on ANY replica (summed over replicas, then compared)."""
     x, y, sample_weight = unpack(data)
     data_module.check_targets(model, y, sample_weight)
-    present = tf.stack([
-        _losses.has_labels(y.get(s.name), _task_sample_weight(sample_weight, s.name))
-        for s in model._mtl.trained
-    ])
+    present = tf.stack(
+        [
+            _losses.has_labels(y.get(s.name), _task_sample_weight(sample_weight, s.name))
+            for s in model._mtl.trained
+        ]
+    )
     if _replicas() == 1:
         return present
     return _all_reduce_sum(tf.cast(present, tf.float32)) > 0
@@ -186,7 +186,12 @@ class _Batch:
         self.loss_sum = self.normalizer = None
         if spec.trained:
             self.loss_sum, self.normalizer = _losses.loss_sums(
-                spec.name, spec.loss, self.y_clean, y_pred, self.weights, self.count,
+                spec.name,
+                spec.loss,
+                self.y_clean,
+                y_pred,
+                self.weights,
+                self.count,
                 mask=_keras_internals.keras_mask(y_pred),
             )
 
@@ -221,9 +226,12 @@ def _terms(model, specs, data, training):
     data_module.check_targets(model, y, sample_weight)
     features = model.trunk(model._in_trunk_order(x), training=training)
     batches = [
-        _Batch(s, y[s.name], _task_sample_weight(sample_weight, s.name),
-               s.head(features[s.name] if isinstance(features, dict) else features,
-                      training=training))
+        _Batch(
+            s,
+            y[s.name],
+            _task_sample_weight(sample_weight, s.name),
+            s.head(features[s.name] if isinstance(features, dict) else features, training=training),
+        )
         for s in specs
         if y.get(s.name) is not None
     ]
@@ -232,7 +240,7 @@ def _terms(model, specs, data, training):
     local = [b.count for b in trained] + [b.normalizer for b in trained if b.normalizer is not None]
     totals = tf.unstack(_all_reduce_sum(tf.stack(local))) if _replicas() > 1 and local else local
     counts = dict(zip([b.spec.index for b in trained], totals[: len(trained)]))
-    normalizers = iter(totals[len(trained):])
+    normalizers = iter(totals[len(trained) :])
     shares = {}
     for b in trained:
         if b.normalizer is None:  # reduction="sum"
@@ -396,17 +404,24 @@ def _gradient_weighted_replica_step(model, data):
         gram = _all_reduce_sum(tf.matmul(matrix, matrix, transpose_b=True))
         coefficients = _fallback(all_present, method.coefficients(gram, losses, context))
         trunk_grads = tape.gradient(
-            shares, trunk, output_gradients=coefficients,
+            shares,
+            trunk,
+            output_gradients=coefficients,
             unconnected_gradients=tf.UnconnectedGradients.ZERO,
         )
     else:
         rows = []
         for t in range(task_count):
             grads = tape.gradient(task_shares[t], trunk)
-            rows.append(tf.concat([
-                tf.reshape(g, [-1]) if g is not None else tf.zeros([v.shape.num_elements()])
-                for g, v in zip(grads, trunk)
-            ], 0))
+            rows.append(
+                tf.concat(
+                    [
+                        tf.reshape(g, [-1]) if g is not None else tf.zeros([v.shape.num_elements()])
+                        for g, v in zip(grads, trunk)
+                    ],
+                    0,
+                )
+            )
         matrix = _all_reduce_sum(tf.stack(rows))
         gram = tf.matmul(matrix, matrix, transpose_b=True)
         coefficients = _fallback(all_present, method.coefficients(gram, losses, context))

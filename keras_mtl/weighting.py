@@ -28,9 +28,7 @@ import collections
 import keras
 import tensorflow as tf
 
-from keras_mtl import _checks
-from keras_mtl import _random
-from keras_mtl import _solvers
+from keras_mtl import _checks, _random, _solvers
 
 Context = collections.namedtuple(
     "Context", ["step", "seed", "epoch_start", "present"], defaults=[None]
@@ -88,8 +86,11 @@ class Weighting(keras.layers.Layer):
     def _state(self, name, initializer="zeros", shape=None):
         """A non-trainable state variable (one value per task by default)."""
         return self.add_weight(
-            name=name, shape=(self.num_tasks,) if shape is None else shape,
-            initializer=initializer, trainable=False, aggregation="only_first_replica",
+            name=name,
+            shape=(self.num_tasks,) if shape is None else shape,
+            initializer=initializer,
+            trainable=False,
+            aggregation="only_first_replica",
         )
 
     def task_variables(self, index):
@@ -261,7 +262,8 @@ class Uncertainty(LossWeighting):
         # One scalar per task, so an alternating step updates only its own.
         self.log_variances = [
             self.add_weight(
-                name=f"log_variance_{t}", shape=(),
+                name=f"log_variance_{t}",
+                shape=(),
                 initializer=keras.initializers.Constant(self.initial_log_variance),
             )
             for t in range(self.num_tasks)
@@ -622,7 +624,9 @@ class CAGrad(GradientWeighting):
 
     def get_config(self):
         return {
-            **super().get_config(), "c": self.c, "rescale": self.rescale,
+            **super().get_config(),
+            "c": self.c,
+            "rescale": self.rescale,
             "iterations": self.iterations,
         }
 
@@ -766,7 +770,11 @@ def get(identifier):
             return obj
     if isinstance(identifier, str):
         key = identifier.lower().replace("_", "")
-        for cls in Weighting.__subclasses__() + LossWeighting.__subclasses__() + GradientWeighting.__subclasses__():
+        for cls in (
+            Weighting.__subclasses__()
+            + LossWeighting.__subclasses__()
+            + GradientWeighting.__subclasses__()
+        ):
             if cls.__name__.lower() == key and cls not in (LossWeighting, GradientWeighting):
                 return cls()
     raise ValueError(

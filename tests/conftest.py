@@ -13,9 +13,7 @@ import tensorflow as tf  # noqa: E402
 # Two logical CPU devices, as Keras's own distribution tests use, so
 # MirroredStrategy can run on this machine. Must happen before TF starts.
 _cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
-)
+tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 # Scripts that wrote the files in tests/data with an older keras_mtl.

@@ -16,9 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from keras.src.saving import saving_lib  # noqa: E402
 
 import keras_mtl  # noqa: E402
-from keras.src.saving import saving_lib  # noqa: E402
 
 
 def data():
@@ -29,9 +29,16 @@ def data():
 
 def model():
     keras.utils.set_random_seed(0)
-    m = keras_mtl.MultiTaskModel([8], {"a": 1, "b": keras_mtl.Head(3, activation="softmax", dropout=0.2, hidden_units=[4])})
-    m.compile(optimizer="adam", loss={"a": "mse", "b": "sparse_categorical_crossentropy"},
-              mode="alternating", task_optimizers={"a": "adam", "b": "adam"}, seed=2)
+    m = keras_mtl.MultiTaskModel(
+        [8], {"a": 1, "b": keras_mtl.Head(3, activation="softmax", dropout=0.2, hidden_units=[4])}
+    )
+    m.compile(
+        optimizer="adam",
+        loss={"a": "mse", "b": "sparse_categorical_crossentropy"},
+        mode="alternating",
+        task_optimizers={"a": "adam", "b": "adam"},
+        seed=2,
+    )
     return m
 
 
@@ -56,7 +63,9 @@ def main(callback, directory, epochs, kill, out):
     m = model()
     x, y = data()
     if callback == "checkpoint":
-        cb = keras.callbacks.ModelCheckpoint(os.path.join(directory, "ckpt.weights.h5"), save_weights_only=True)
+        cb = keras.callbacks.ModelCheckpoint(
+            os.path.join(directory, "ckpt.weights.h5"), save_weights_only=True
+        )
     else:
         cb = keras.callbacks.BackupAndRestore(os.path.join(directory, "backup"))
     m.fit(x, y, batch_size=8, epochs=epochs, shuffle=False, verbose=0, callbacks=[cb])

@@ -49,10 +49,10 @@ def assert_same_arrays(a, b, exact=True, atol=1e-6):
 
 def _layer_pairs(model):
     """(name, layer) for every weighted layer of `model`, trunk first."""
-    pairs = [(f"trunk_{i}", l) for i, l in enumerate(model.trunk.layers) if l.weights]
+    pairs = [(f"trunk_{i}", layer) for i, layer in enumerate(model.trunk.layers) if layer.weights]
     for task, head in model.heads.items():
         layers = head.hidden_layers + [head.output_layer]
-        pairs += [(f"{task}_{i}", l) for i, l in enumerate(layers) if l.weights]
+        pairs += [(f"{task}_{i}", layer) for i, layer in enumerate(layers) if layer.weights]
     return pairs
 
 
@@ -83,4 +83,6 @@ def functional_twin(model):
 
 def twin_weights_match(model, twin, atol=1e-5):
     for name, layer in _layer_pairs(model):
-        assert_same_arrays(layer.get_weights(), twin.get_layer(name).get_weights(), exact=False, atol=atol)
+        assert_same_arrays(
+            layer.get_weights(), twin.get_layer(name).get_weights(), exact=False, atol=atol
+        )

@@ -41,7 +41,9 @@ def train(case, strategy=None):
     keras.utils.set_random_seed(0)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
-        model = keras_mtl.MultiTaskModel([8], {"a": 2, "b": keras_mtl.Head(3, activation="softmax")})
+        model = keras_mtl.MultiTaskModel(
+            [8], {"a": 2, "b": keras_mtl.Head(3, activation="softmax")}
+        )
         model.compile(
             optimizer=keras.optimizers.Adam(0.01),
             loss={"a": "mse", "b": "sparse_categorical_crossentropy"},

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import assert_same_arrays, head_weights, optimizer_slots, regression_data, seed_model
 
 import keras_mtl
-from helpers import assert_same_arrays, head_weights, optimizer_slots, regression_data, seed_model
 
 
 def _batches(x, y, batch_size):
@@ -25,7 +25,9 @@ def test_alternating_step_leaves_other_heads_and_slots_untouched():
     for step, (xb, yb) in enumerate(_batches(x, y, 8)):
         other = "y2" if sequence[step] == "y1" else "y1"
         head_before = head_weights(model, other)
-        slots_before = optimizer_slots(optimizer, model.heads[other].trainable_variables) if step else None
+        slots_before = (
+            optimizer_slots(optimizer, model.heads[other].trainable_variables) if step else None
+        )
         trained_before = head_weights(model, sequence[step])
         model.train_on_batch(xb, yb)
         assert_same_arrays(head_before, head_weights(model, other), exact=True)
@@ -43,14 +45,17 @@ def test_alternating_step_leaves_other_heads_and_slots_untouched():
 def test_training_follows_task_sequence_step_by_step():
     x, y = regression_data(n=160)
     model = seed_model()
-    model.compile(optimizer="adam", loss="mse", mode="alternating", sampler={"y1": 0.6, "y2": 0.4}, seed=11)
+    model.compile(
+        optimizer="adam", loss="mse", mode="alternating", sampler={"y1": 0.6, "y2": 0.4}, seed=11
+    )
     model.build((None, 10))
     trained = []
     for xb, yb in _batches(x, y, 8):
         before = {t: head_weights(model, t) for t in model.task_names}
         model.train_on_batch(xb, yb)
         moved = [
-            t for t in model.task_names
+            t
+            for t in model.task_names
             if any(not np.array_equal(a, b) for a, b in zip(before[t], head_weights(model, t)))
         ]
         assert len(moved) == 1
@@ -86,7 +91,10 @@ def test_task_optimizers_match_hand_written_tutorial_loop():
     reference.set_weights(ours.get_weights())
 
     ours.compile(
-        optimizer="adam", loss="mse", mode="alternating", sampler="round_robin",
+        optimizer="adam",
+        loss="mse",
+        mode="alternating",
+        sampler="round_robin",
         task_optimizers={"y1": keras.optimizers.Adam(0.01), "y2": keras.optimizers.Adam(0.01)},
     )
     ours.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
@@ -94,7 +102,9 @@ def test_task_optimizers_match_hand_written_tutorial_loop():
 
     assert_same_arrays(
         [v.numpy() for v in ours.trainable_weights],
-        [v.numpy() for v in reference.trainable_weights], exact=False, atol=1e-5,
+        [v.numpy() for v in reference.trainable_weights],
+        exact=False,
+        atol=1e-5,
     )
     # Each task's optimizer counted only its own updates.
     assert int(ours.task_optimizers["y1"].iterations.numpy()) == 12
@@ -119,8 +129,14 @@ def test_task_frequencies_match_sampler(probabilities):
     n = 2000
     x, y = regression_data(n=n, units=(1, 1))
     model = keras_mtl.MultiTaskModel([4], {"y1": 1, "y2": 1})
-    model.compile(optimizer="sgd", loss="mse", mode="alternating", sampler=probabilities,
-                  seed=5, steps_per_execution=100)
+    model.compile(
+        optimizer="sgd",
+        loss="mse",
+        mode="alternating",
+        sampler=probabilities,
+        seed=5,
+        steps_per_execution=100,
+    )
     updates = _updates_over_run(model, x, y)
     assert updates["y1"] + updates["y2"] == n
     p = probabilities["y1"]
@@ -174,8 +190,13 @@ def test_alternating_loss_weights_scale_the_trained_task_loss():
     for w in (1.0, 3.0):
         keras.utils.set_random_seed(0)
         model = seed_model()
-        model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse", mode="alternating",
-                      sampler={"y1": 1.0, "y2": 0.0}, loss_weights={"y1": w})
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.0),
+            loss="mse",
+            mode="alternating",
+            sampler={"y1": 1.0, "y2": 0.0},
+            loss_weights={"y1": w},
+        )
         logs[w] = model.fit(x, y, batch_size=32, epochs=1, verbose=0).history
     np.testing.assert_allclose(logs[3.0]["loss"][0], 3 * logs[1.0]["loss"][0], rtol=1e-5)
     np.testing.assert_allclose(logs[3.0]["y1_loss"][0], logs[1.0]["y1_loss"][0], rtol=1e-5)

@@ -11,8 +11,7 @@ import pytest
 import tensorflow as tf
 
 import keras_mtl
-from keras_mtl.callbacks import TaskTensorBoard
-from keras_mtl.callbacks import group_logs_by_task
+from keras_mtl.callbacks import TaskTensorBoard, group_logs_by_task
 
 
 def read_scalars(run_dir):
@@ -53,27 +52,49 @@ COMPILE = dict(
 
 
 def test_group_logs_renames_task_keys_and_keeps_totals():
-    logs = {"loss": 1.0, "val_loss": 2.0, "y1_loss": 0.5, "y1_mae": 0.25,
-            "val_y1_loss": 0.75, "learning_rate": 0.001}
+    logs = {
+        "loss": 1.0,
+        "val_loss": 2.0,
+        "y1_loss": 0.5,
+        "y1_mae": 0.25,
+        "val_y1_loss": 0.75,
+        "learning_rate": 0.001,
+    }
     assert group_logs_by_task(logs, ("y1", "y2")) == {
-        "loss": 1.0, "val_loss": 2.0, "y1/loss": 0.5, "y1/mae": 0.25,
-        "val_y1/loss": 0.75, "learning_rate": 0.001,
+        "loss": 1.0,
+        "val_loss": 2.0,
+        "y1/loss": 0.5,
+        "y1/mae": 0.25,
+        "val_y1/loss": 0.75,
+        "learning_rate": 0.001,
     }
 
 
 def test_group_logs_matches_the_longest_task_name():
-    logs = {"a_loss": 1.0, "a_b_loss": 2.0, "a_b_c_mae": 3.0, "val_a_b_loss": 4.0,
-            "val_a_b_mae": 5.0}
+    logs = {
+        "a_loss": 1.0,
+        "a_b_loss": 2.0,
+        "a_b_c_mae": 3.0,
+        "val_a_b_loss": 4.0,
+        "val_a_b_mae": 5.0,
+    }
     assert group_logs_by_task(logs, ("a", "a_b")) == {
-        "a/loss": 1.0, "a_b/loss": 2.0, "a_b/c_mae": 3.0, "val_a_b/loss": 4.0,
+        "a/loss": 1.0,
+        "a_b/loss": 2.0,
+        "a_b/c_mae": 3.0,
+        "val_a_b/loss": 4.0,
         "val_a_b/mae": 5.0,
     }
 
 
 def test_group_logs_adds_each_tasks_share_of_the_updates():
     grouped = group_logs_by_task({"y1_updates": 6.0, "y2_updates": 2.0}, ("y1", "y2"))
-    assert grouped == {"y1/updates": 6.0, "y2/updates": 2.0,
-                       "y1/update_share": 0.75, "y2/update_share": 0.25}
+    assert grouped == {
+        "y1/updates": 6.0,
+        "y2/updates": 2.0,
+        "y1/update_share": 0.75,
+        "y2/update_share": 0.25,
+    }
 
 
 def test_group_logs_update_share_is_nan_when_no_step_ran():
@@ -92,22 +113,38 @@ def test_task_tensorboard_writes_epoch_scalars_grouped_per_task(tmp_path):
     model = _model()
     model.compile(**COMPILE)
     board = TaskTensorBoard(log_dir=str(tmp_path))
-    history = model.fit(x, y, epochs=2, batch_size=16, validation_data=(x, y),
-                        callbacks=[board], verbose=0).history
+    history = model.fit(
+        x, y, epochs=2, batch_size=16, validation_data=(x, y), callbacks=[board], verbose=0
+    ).history
 
     train, train_plugins = read_scalars(os.path.join(tmp_path, "train"))
-    assert epoch_tags(train) == {"epoch_loss", "epoch_learning_rate", "epoch_y1/loss",
-                                 "epoch_y1/mae", "epoch_y2/loss", "epoch_y2/accuracy"}
+    assert epoch_tags(train) == {
+        "epoch_loss",
+        "epoch_learning_rate",
+        "epoch_y1/loss",
+        "epoch_y1/mae",
+        "epoch_y2/loss",
+        "epoch_y2/accuracy",
+    }
     assert all(train_plugins[t] == {"scalars"} for t in epoch_tags(train))
-    for key, tag in (("loss", "epoch_loss"), ("y1_mae", "epoch_y1/mae"),
-                     ("y2_accuracy", "epoch_y2/accuracy")):
+    for key, tag in (
+        ("loss", "epoch_loss"),
+        ("y1_mae", "epoch_y1/mae"),
+        ("y2_accuracy", "epoch_y2/accuracy"),
+    ):
         np.testing.assert_allclose([train[tag][0], train[tag][1]], history[key], rtol=1e-6)
 
     validation, _ = read_scalars(os.path.join(tmp_path, "validation"))
-    assert epoch_tags(validation) == {"epoch_loss", "epoch_y1/loss", "epoch_y1/mae",
-                                      "epoch_y2/loss", "epoch_y2/accuracy"}
-    np.testing.assert_allclose([validation["epoch_y1/loss"][e] for e in (0, 1)],
-                               history["val_y1_loss"], rtol=1e-6)
+    assert epoch_tags(validation) == {
+        "epoch_loss",
+        "epoch_y1/loss",
+        "epoch_y1/mae",
+        "epoch_y2/loss",
+        "epoch_y2/accuracy",
+    }
+    np.testing.assert_allclose(
+        [validation["epoch_y1/loss"][e] for e in (0, 1)], history["val_y1_loss"], rtol=1e-6
+    )
 
 
 def test_task_tensorboard_logs_updates_and_their_share_in_alternating_mode(tmp_path):
@@ -134,12 +171,18 @@ def test_task_tensorboard_tells_a_task_from_a_longer_task_it_prefixes(tmp_path):
     model = keras_mtl.MultiTaskModel([4], {"a": 1, "a_b": 1})
     model.compile(optimizer="adam", loss="mse", metrics={"a_b": ["mae"]})
     board = TaskTensorBoard(log_dir=str(tmp_path), write_graph=False)
-    history = model.fit(x, {"a": x[:, :1], "a_b": x[:, 1:2]}, epochs=1, batch_size=32,
-                        callbacks=[board], verbose=0).history
+    history = model.fit(
+        x, {"a": x[:, :1], "a_b": x[:, 1:2]}, epochs=1, batch_size=32, callbacks=[board], verbose=0
+    ).history
 
     train, _ = read_scalars(os.path.join(tmp_path, "train"))
-    assert epoch_tags(train) == {"epoch_loss", "epoch_learning_rate", "epoch_a/loss",
-                                 "epoch_a_b/loss", "epoch_a_b/mae"}
+    assert epoch_tags(train) == {
+        "epoch_loss",
+        "epoch_learning_rate",
+        "epoch_a/loss",
+        "epoch_a_b/loss",
+        "epoch_a_b/mae",
+    }
     assert train["epoch_a_b/loss"][0] == pytest.approx(history["a_b_loss"][0], rel=1e-6)
 
 
@@ -173,5 +216,10 @@ def test_task_tensorboard_rejects_a_model_without_task_names(tmp_path):
     plain.compile(optimizer="adam", loss="mse")
     expected = r"TaskTensorBoard needs a keras_mtl.MultiTaskModel.*Functional"
     with pytest.raises(TypeError, match=expected):
-        plain.fit(np.ones((4, 5)), np.ones((4, 1)), epochs=1, verbose=0,
-                  callbacks=[TaskTensorBoard(log_dir=str(tmp_path))])
+        plain.fit(
+            np.ones((4, 5)),
+            np.ones((4, 1)),
+            epochs=1,
+            verbose=0,
+            callbacks=[TaskTensorBoard(log_dir=str(tmp_path))],
+        )

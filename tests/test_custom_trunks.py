@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from helpers import assert_same_arrays, optimizer_slots
 
 import keras_mtl
-from helpers import assert_same_arrays
-from helpers import optimizer_slots
 
 
 # ----------------------------------------------------------------- builders
@@ -42,9 +41,12 @@ def named_trunk():
         "island": keras.Input((1,), dtype="string", name="island"),
         "year": keras.Input((1,), dtype="int32", name="year"),
     }
-    island = keras.layers.StringLookup(vocabulary=["Biscoe", "Dream", "Torgersen"],
-                                       output_mode="one_hot", name="island_lookup")(inputs["island"])
-    year = keras.layers.Flatten()(keras.layers.Embedding(4, 2, name="year_embedding")(inputs["year"]))
+    island = keras.layers.StringLookup(
+        vocabulary=["Biscoe", "Dream", "Torgersen"], output_mode="one_hot", name="island_lookup"
+    )(inputs["island"])
+    year = keras.layers.Flatten()(
+        keras.layers.Embedding(4, 2, name="year_embedding")(inputs["year"])
+    )
     features = keras.layers.Concatenate()([inputs["length"], island, year])
     features = keras.layers.Dense(8, activation="relu", name="shared")(features)
     return keras.Model(inputs, features, name="named_trunk")
@@ -52,11 +54,13 @@ def named_trunk():
 
 def named_data(n=40, seed=0):
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({
-        "length": rng.random(n).astype("float32"),
-        "island": rng.choice(["Biscoe", "Dream", "Torgersen"], n),
-        "year": rng.integers(0, 4, n).astype("int32"),
-    })
+    frame = pd.DataFrame(
+        {
+            "length": rng.random(n).astype("float32"),
+            "island": rng.choice(["Biscoe", "Dream", "Torgersen"], n),
+            "year": rng.integers(0, 4, n).astype("int32"),
+        }
+    )
     frame["species"] = (frame["island"] == "Dream").astype("int32") + (frame["length"] > 0.5)
     frame["mass"] = (frame["length"] * 2 + frame["year"] * 0.1).astype("float32")
     return frame
@@ -65,9 +69,12 @@ def named_data(n=40, seed=0):
 def named_model():
     return keras_mtl.MultiTaskModel(
         trunk=named_trunk(),
-        heads={"species": keras_mtl.Head(3, activation="softmax"),
-               "mass": keras.Sequential([keras.layers.Dense(4, activation="relu"),
-                                         keras.layers.Dense(1)], name="mass_tower")},
+        heads={
+            "species": keras_mtl.Head(3, activation="softmax"),
+            "mass": keras.Sequential(
+                [keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)], name="mass_tower"
+            ),
+        },
     )
 
 
@@ -92,7 +99,9 @@ def test_the_dense_shortcut_keeps_working_positionally_and_by_keyword():
 
 
 def test_dense_only_arguments_with_a_layer_trunk_are_refused():
-    with pytest.raises(ValueError, match=r"\['trunk_activation', 'trunk_dropout'\] configure the Dense shortcut"):
+    with pytest.raises(
+        ValueError, match=r"\['trunk_activation', 'trunk_dropout'\] configure the Dense shortcut"
+    ):
         keras_mtl.MultiTaskModel(conv_trunk(), {"a": 1}, trunk_activation="tanh", trunk_dropout=0.1)
     with pytest.raises(ValueError, match="not both"):
         keras_mtl.MultiTaskModel(conv_trunk(), {"a": 1}, trunk_units=[4])
@@ -100,15 +109,21 @@ def test_dense_only_arguments_with_a_layer_trunk_are_refused():
 
 def test_a_head_layer_given_to_two_tasks_is_refused():
     tower = keras.layers.Dense(2)
-    with pytest.raises(ValueError, match="The head of task 'b' is the same layer as the head of task 'a'"):
+    with pytest.raises(
+        ValueError, match="The head of task 'b' is the same layer as the head of task 'a'"
+    ):
         keras_mtl.MultiTaskModel(conv_trunk(), {"a": tower, "b": tower})
 
 
 def test_a_head_sharing_a_layer_with_the_trunk_is_refused():
     shared = keras.layers.Dense(4, name="shared_dense")
     trunk = keras.Sequential([keras.layers.Flatten(), shared])
-    with pytest.raises(ValueError, match="The head of task 'a' shares the layer 'shared_dense' with the trunk"):
-        keras_mtl.MultiTaskModel(trunk, {"a": keras.Sequential([shared, keras.layers.Dense(1)]), "b": 1})
+    with pytest.raises(
+        ValueError, match="The head of task 'a' shares the layer 'shared_dense' with the trunk"
+    ):
+        keras_mtl.MultiTaskModel(
+            trunk, {"a": keras.Sequential([shared, keras.layers.Dense(1)]), "b": 1}
+        )
 
 
 def test_a_custom_head_sharing_a_variable_with_the_trunk_is_refused_at_build():
@@ -136,7 +151,9 @@ def test_a_trunk_returning_several_tensors_is_refused():
 
 
 def test_summary_shows_the_trunk_and_every_head():
-    model = keras_mtl.MultiTaskModel(conv_trunk(), {"digit": 3, "odd": keras.layers.Dense(1, name="odd_out")})
+    model = keras_mtl.MultiTaskModel(
+        conv_trunk(), {"digit": 3, "odd": keras.layers.Dense(1, name="odd_out")}
+    )
     model.build((None, 6, 6, 1))
     lines = []
     model.summary(print_fn=lambda line, **kwargs: lines.append(line))
@@ -155,8 +172,11 @@ def test_plot_model_draws_the_trunk_and_heads_of_the_functional_view():
     dot = keras.utils.model_to_dot(view, show_shapes=True, expand_nested=True).to_string()
     for name in ("island_lookup", "year_embedding", "shared", "species", "mass"):
         assert name in dot
-    np.testing.assert_allclose(view(as_dict(named_data()))["mass"], model.predict(named_data(), verbose=0)["mass"],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        view(as_dict(named_data()))["mass"],
+        model.predict(named_data(), verbose=0)["mass"],
+        atol=1e-6,
+    )
 
 
 # ------------------------------------------------ joint == Keras functional
@@ -176,8 +196,10 @@ def _functional_twin(model, inputs):
 @pytest.mark.parametrize("optimizer", ["adam"])
 def test_joint_with_a_conv_trunk_equals_the_functional_model_step_for_step(optimizer):
     x, y = image_data()
-    heads = {"digit": keras_mtl.Head(3, activation="softmax", hidden_units=[4]),
-             "odd": keras.Sequential([keras.layers.Dense(1, activation="sigmoid")], name="odd_tower")}
+    heads = {
+        "digit": keras_mtl.Head(3, activation="softmax", hidden_units=[4]),
+        "odd": keras.Sequential([keras.layers.Dense(1, activation="sigmoid")], name="odd_tower"),
+    }
     model = keras_mtl.MultiTaskModel(conv_trunk(batch_norm=True), heads)
     model.build((None, 6, 6, 1))
     twin = _functional_twin(model, keras.Input((6, 6, 1)))
@@ -189,9 +211,12 @@ def test_joint_with_a_conv_trunk_equals_the_functional_model_step_for_step(optim
             batch = slice(start, start + 16)
             model.train_on_batch(x[batch], {t: v[batch] for t, v in y.items()})
             twin.train_on_batch(x[batch], {t: v[batch] for t, v in y.items()})
-    assert_same_arrays(model.trunk.get_weights(), twin.layers[1].get_weights(), exact=False, atol=1e-5)
-    np.testing.assert_allclose(model.predict(x, verbose=0)["digit"],
-                               twin.predict(x, verbose=0)["digit"], atol=1e-5)
+    assert_same_arrays(
+        model.trunk.get_weights(), twin.layers[1].get_weights(), exact=False, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0)["digit"], twin.predict(x, verbose=0)["digit"], atol=1e-5
+    )
 
 
 def test_joint_with_a_masked_sequence_head_equals_the_functional_model():
@@ -203,11 +228,17 @@ def test_joint_with_a_masked_sequence_head_equals_the_functional_model():
     tokens[np.arange(6)[None, :] >= lengths[:, None]] = 0
     tags = (tokens % 3).astype("int32")  # one class per timestep
     topic = (tokens.sum(1) % 2).astype("float32")
-    trunk = keras.Sequential([keras.Input((6,), dtype="int32"),
-                              keras.layers.Embedding(10, 4, mask_zero=True)], name="embed")
-    heads = {"tags": keras.layers.Dense(3, activation="softmax", name="tagger"),
-             "topic": keras.Sequential([keras.layers.GlobalAveragePooling1D(),
-                                        keras.layers.Dense(1, activation="sigmoid")], name="topic_tower")}
+    trunk = keras.Sequential(
+        [keras.Input((6,), dtype="int32"), keras.layers.Embedding(10, 4, mask_zero=True)],
+        name="embed",
+    )
+    heads = {
+        "tags": keras.layers.Dense(3, activation="softmax", name="tagger"),
+        "topic": keras.Sequential(
+            [keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1, activation="sigmoid")],
+            name="topic_tower",
+        ),
+    }
     model = keras_mtl.MultiTaskModel(trunk, heads)
     model.build((None, 6))
     twin = _functional_twin(model, keras.Input((6,), dtype="int32"))
@@ -217,11 +248,14 @@ def test_joint_with_a_masked_sequence_head_equals_the_functional_model():
     y = {"tags": tags, "topic": topic}
     logs = model.fit(tokens, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
     twin_logs = twin.fit(tokens, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
-    np.testing.assert_allclose(model.heads["tags"].get_weights()[0], twin.get_layer("tagger").get_weights()[0],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        model.heads["tags"].get_weights()[0], twin.get_layer("tagger").get_weights()[0], atol=1e-5
+    )
     np.testing.assert_allclose(logs["tags_loss"], twin_logs["tags_loss"], rtol=1e-4)
     # the mask matters: without it the padded timesteps would change the loss
-    unmasked = keras.losses.sparse_categorical_crossentropy(tags, twin.predict(tokens, verbose=0)["tags"])
+    unmasked = keras.losses.sparse_categorical_crossentropy(
+        tags, twin.predict(tokens, verbose=0)["tags"]
+    )
     masked = model.evaluate(tokens, y, verbose=0, return_dict=True)["tags_loss"]
     assert abs(float(np.mean(unmasked)) - masked) > 1e-3
 
@@ -231,7 +265,9 @@ def test_sequence_labels_are_checked_against_the_head_output_shape():
     model = keras_mtl.MultiTaskModel(trunk, {"tags": keras.layers.Dense(3, activation="softmax")})
     model.compile(loss={"tags": "sparse_categorical_crossentropy"})
     tokens = np.ones((8, 5), "int32")
-    with pytest.raises(ValueError, match=r"Labels for task 'tags' have shape \(batch, 4\).*\(batch, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"Labels for task 'tags' have shape \(batch, 4\).*\(batch, 5\)"
+    ):
         model.fit(tokens, {"tags": np.zeros((8, 4), "int32")}, verbose=0)
 
 
@@ -241,14 +277,20 @@ def test_named_inputs_of_several_dtypes_train_from_a_dataframe_or_a_dict(mode):
     frame = named_data()
     model = named_model()
     model.compile(optimizer="adam", loss=NAMED_LOSS, mode=mode, seed=0)
-    history = model.fit(frame, frame[["species", "mass"]], epochs=3, batch_size=8, verbose=0).history
+    history = model.fit(
+        frame, frame[["species", "mass"]], epochs=3, batch_size=8, verbose=0
+    ).history
     assert np.isfinite(history["loss"]).all() and history["loss"][-1] < history["loss"][0]
     by_frame = model.predict(frame, verbose=0)
     by_dict = model.predict(as_dict(frame), verbose=0)
     for task in ("species", "mass"):
         np.testing.assert_allclose(by_frame[task], by_dict[task], atol=1e-6)
-    logs = model.evaluate(as_dict(frame), {"species": frame["species"].to_numpy(),
-                                           "mass": frame["mass"].to_numpy()}, verbose=0, return_dict=True)
+    logs = model.evaluate(
+        as_dict(frame),
+        {"species": frame["species"].to_numpy(), "mass": frame["mass"].to_numpy()},
+        verbose=0,
+        return_dict=True,
+    )
     assert np.isfinite(logs["species_loss"]) and np.isfinite(logs["mass_loss"])
 
 
@@ -260,8 +302,12 @@ def test_named_inputs_missing_from_x_are_named():
         model.fit(frame.drop(columns="year"), frame[["species", "mass"]], verbose=0)
     x = as_dict(frame)
     x["yaer"] = x.pop("year")
-    with pytest.raises(ValueError, match=r"missing: \['year'\]; not inputs of the trunk: \['yaer'\]"):
-        model.fit(x, {"species": frame["species"].to_numpy(), "mass": frame["mass"].to_numpy()}, verbose=0)
+    with pytest.raises(
+        ValueError, match=r"missing: \['year'\]; not inputs of the trunk: \['yaer'\]"
+    ):
+        model.fit(
+            x, {"species": frame["species"].to_numpy(), "mass": frame["mass"].to_numpy()}, verbose=0
+        )
 
 
 def test_missing_text_in_a_dataframe_is_refused_clearly():
@@ -280,9 +326,14 @@ def test_missing_labels_and_sample_weights_work_with_named_inputs():
     model = named_model()
     model.compile(optimizer="sgd", loss=NAMED_LOSS, mode="alternating", seed=1)
     before = [w.copy() for w in model.heads["mass"].get_weights()] if model.built else None
-    history = model.fit(frame, {"species": frame["species"].to_numpy(), "mass": mass},
-                        sample_weight={"species": np.ones(len(frame))}, epochs=2, batch_size=8,
-                        verbose=0).history
+    history = model.fit(
+        frame,
+        {"species": frame["species"].to_numpy(), "mass": mass},
+        sample_weight={"species": np.ones(len(frame))},
+        epochs=2,
+        batch_size=8,
+        verbose=0,
+    ).history
     assert np.isfinite(history["mass_loss"]).all()
     assert before is None and np.isfinite(model.heads["mass"].get_weights()[0]).all()
 
@@ -297,8 +348,13 @@ def test_pydataset_with_dict_inputs_trains():
 
         def __getitem__(self, i):
             rows = slice(8 * i, 8 * i + 8)
-            return ({k: v[rows] for k, v in x.items()},
-                    {"species": frame["species"].to_numpy()[rows], "mass": frame["mass"].to_numpy()[rows]})
+            return (
+                {k: v[rows] for k, v in x.items()},
+                {
+                    "species": frame["species"].to_numpy()[rows],
+                    "mass": frame["mass"].to_numpy()[rows],
+                },
+            )
 
     model = named_model()
     model.compile(optimizer="adam", loss=NAMED_LOSS, mode="alternating", seed=0)
@@ -311,8 +367,11 @@ def test_interleave_takes_per_task_datasets_whose_x_is_a_dict():
     x = as_dict(frame)
     species = tf.data.Dataset.from_tensor_slices((x, frame["species"].to_numpy())).batch(8)
     mass = tf.data.Dataset.from_tensor_slices(
-        ({k: v[:16] for k, v in x.items()}, frame["mass"].to_numpy()[:16])).batch(8)
-    mixed = keras_mtl.data.interleave({"species": species, "mass": mass}, sampler="proportional", seed=0)
+        ({k: v[:16] for k, v in x.items()}, frame["mass"].to_numpy()[:16])
+    ).batch(8)
+    mixed = keras_mtl.data.interleave(
+        {"species": species, "mass": mass}, sampler="proportional", seed=0
+    )
     assert set(mixed.element_spec[0]) == {"length", "island", "year"}
     model = named_model()
     model.compile(optimizer="adam", loss=NAMED_LOSS, mode="alternating", seed=0)
@@ -326,7 +385,9 @@ def test_interleave_refuses_datasets_with_different_named_inputs():
     frame = named_data(n=16)
     x = as_dict(frame)
     a = tf.data.Dataset.from_tensor_slices((x, frame["species"].to_numpy())).batch(8)
-    b = tf.data.Dataset.from_tensor_slices(({"length": x["length"]}, frame["mass"].to_numpy())).batch(8)
+    b = tf.data.Dataset.from_tensor_slices(
+        ({"length": x["length"]}, frame["mass"].to_numpy())
+    ).batch(8)
     with pytest.raises(ValueError, match="do not have the structure of those of task 'species'"):
         keras_mtl.data.interleave({"species": a, "mass": b})
 
@@ -341,9 +402,12 @@ def test_export_takes_the_trunks_inputs_by_name_and_dtype_in_a_fresh_process(tmp
     model.export(path, verbose=False)
     rows = frame.iloc[:3]
     expected = model.predict(rows, verbose=0)
-    request = {"instances": [
-        {"length": float(r.length), "island": r.island, "year": int(r.year)} for r in rows.itertuples()
-    ]}
+    request = {
+        "instances": [
+            {"length": float(r.length), "island": r.island, "year": int(r.year)}
+            for r in rows.itertuples()
+        ]
+    }
     (tmp_path / "request.json").write_text(json.dumps(request))
     script = textwrap.dedent(
         f"""
@@ -363,12 +427,20 @@ def test_export_takes_the_trunks_inputs_by_name_and_dtype_in_a_fresh_process(tmp
         print(json.dumps(out))
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, cwd=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(tmp_path),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert out["specs"] == {"length": ["float32", [None]], "island": ["string", [None]],
-                            "year": ["int32", [None]]}
+    assert out["specs"] == {
+        "length": ["float32", [None]],
+        "island": ["string", [None]],
+        "year": ["int32", [None]],
+    }
     assert out["mass_only"] == ["mass"]
     for task in ("species", "mass"):
         np.testing.assert_allclose(np.array(out[task]), expected[task], atol=1e-5)
@@ -382,7 +454,9 @@ def test_export_of_an_image_trunk_takes_images(tmp_path):
     model.export(path, verbose=False)
     served = tf.saved_model.load(path).signatures["serving_default"]
     assert served.structured_input_signature[1]["features"].shape.as_list() == [None, 6, 6, 1]
-    np.testing.assert_allclose(served(features=tf.constant(x))["digit"].numpy(), expected["digit"], atol=1e-5)
+    np.testing.assert_allclose(
+        served(features=tf.constant(x))["digit"].numpy(), expected["digit"], atol=1e-5
+    )
 
 
 # --------------------------------------------------------- saving / resume
@@ -405,9 +479,15 @@ def test_save_load_and_resume_exactly_with_a_custom_trunk(tmp_path, mode, custom
         trunk = conv_trunk(batch_norm=True, dropout=0.25)
         if custom_layer:
             trunk.add(Scale(name="scale"))
-        model = keras_mtl.MultiTaskModel(trunk, {"digit": keras_mtl.Head(3, activation="softmax"), "odd": 1})
-        model.compile(optimizer="adam", mode=mode, seed=3,
-                      loss={"digit": "sparse_categorical_crossentropy", "odd": "mse"})
+        model = keras_mtl.MultiTaskModel(
+            trunk, {"digit": keras_mtl.Head(3, activation="softmax"), "odd": 1}
+        )
+        model.compile(
+            optimizer="adam",
+            mode=mode,
+            seed=3,
+            loss={"digit": "sparse_categorical_crossentropy", "odd": "mse"},
+        )
         return model
 
     keras.utils.set_random_seed(7)
@@ -432,14 +512,27 @@ def test_alternating_with_batch_norm_leaves_other_heads_and_their_state_bit_iden
     every other head, its moving statistics and optimizer slots stay put."""
     x, y = image_data()
     heads = {
-        "digit": keras.Sequential([keras.layers.Dense(4), keras.layers.BatchNormalization(),
-                                   keras.layers.Dense(3, activation="softmax")], name="digit_tower"),
-        "odd": keras.Sequential([keras.layers.Dense(4), keras.layers.BatchNormalization(),
-                                 keras.layers.Dense(1)], name="odd_tower"),
+        "digit": keras.Sequential(
+            [
+                keras.layers.Dense(4),
+                keras.layers.BatchNormalization(),
+                keras.layers.Dense(3, activation="softmax"),
+            ],
+            name="digit_tower",
+        ),
+        "odd": keras.Sequential(
+            [keras.layers.Dense(4), keras.layers.BatchNormalization(), keras.layers.Dense(1)],
+            name="odd_tower",
+        ),
     }
     model = keras_mtl.MultiTaskModel(conv_trunk(batch_norm=True), heads)
-    model.compile(optimizer="adam", mode="alternating", sampler="round_robin", seed=0,
-                  loss={"digit": "sparse_categorical_crossentropy", "odd": "mse"})
+    model.compile(
+        optimizer="adam",
+        mode="alternating",
+        sampler="round_robin",
+        seed=0,
+        loss={"digit": "sparse_categorical_crossentropy", "odd": "mse"},
+    )
 
     def step(rows):
         model.train_on_batch(x[rows], {t: v[rows] for t, v in y.items()})
@@ -454,8 +547,14 @@ def test_alternating_with_batch_norm_leaves_other_heads_and_their_state_bit_iden
     step(slice(32, 48))  # step 2: digit
     assert_same_arrays([v.numpy() for v in odd.weights], odd_before)
     assert_same_arrays(optimizer_slots(model.optimizer, odd.trainable_weights), odd_slots)
-    assert all(np.any(a != b) for a, b in zip([v.numpy() for v in model.trunk.non_trainable_weights], trunk_stats))
-    assert any(np.any(a != b) for a, b in zip([v.numpy() for v in model.heads["digit"].weights], digit_before))
+    assert all(
+        np.any(a != b)
+        for a, b in zip([v.numpy() for v in model.trunk.non_trainable_weights], trunk_stats)
+    )
+    assert any(
+        np.any(a != b)
+        for a, b in zip([v.numpy() for v in model.heads["digit"].weights], digit_before)
+    )
 
 
 # ---------------------------------------------------------- distribution
@@ -465,12 +564,15 @@ def _train_named(strategy, mode):
     keras.utils.set_random_seed(0)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = named_model()
-        model.compile(optimizer="adam", loss=NAMED_LOSS, mode=mode, seed=2, metrics={"species": ["accuracy"]})
+        model.compile(
+            optimizer="adam", loss=NAMED_LOSS, mode=mode, seed=2, metrics={"species": ["accuracy"]}
+        )
     frame = named_data(n=64)
     mass = frame["mass"].to_numpy().copy()
     mass[np.arange(64) % 8 < 3] = np.nan  # missing on one replica's rows of each batch
     ds = tf.data.Dataset.from_tensor_slices(
-        (as_dict(frame), {"species": frame["species"].to_numpy(), "mass": mass})).batch(8)
+        (as_dict(frame), {"species": frame["species"].to_numpy(), "mass": mass})
+    ).batch(8)
     history = model.fit(ds, epochs=2, verbose=0).history
     return model, history
 
@@ -479,8 +581,12 @@ def _train_named(strategy, mode):
 def test_mirrored_training_with_a_named_input_trunk_equals_single_device(mirrored_strategy, mode):
     single, single_logs = _train_named(None, mode)
     mirrored, mirrored_logs = _train_named(mirrored_strategy, mode)
-    assert_same_arrays([v.numpy() for v in mirrored.trainable_weights],
-                       [v.numpy() for v in single.trainable_weights], exact=False, atol=1e-5)
+    assert_same_arrays(
+        [v.numpy() for v in mirrored.trainable_weights],
+        [v.numpy() for v in single.trainable_weights],
+        exact=False,
+        atol=1e-5,
+    )
     for key in single_logs:
         np.testing.assert_allclose(mirrored_logs[key], single_logs[key], rtol=1e-4, err_msg=key)
 
@@ -506,10 +612,18 @@ def test_xla_with_a_conv_trunk_trains_like_the_default(mode):
     runs = []
     for jit in (False, True):
         keras.utils.set_random_seed(5)
-        model = keras_mtl.MultiTaskModel(conv_trunk(batch_norm=True), {"digit": keras_mtl.Head(3, activation="softmax"),
-                                                                       "odd": 1})
-        model.compile(optimizer="adam", mode=mode, seed=1, jit_compile=jit, steps_per_execution=2,
-                      loss={"digit": "sparse_categorical_crossentropy", "odd": "mse"})
+        model = keras_mtl.MultiTaskModel(
+            conv_trunk(batch_norm=True),
+            {"digit": keras_mtl.Head(3, activation="softmax"), "odd": 1},
+        )
+        model.compile(
+            optimizer="adam",
+            mode=mode,
+            seed=1,
+            jit_compile=jit,
+            steps_per_execution=2,
+            loss={"digit": "sparse_categorical_crossentropy", "odd": "mse"},
+        )
         model.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
         runs.append([v.numpy() for v in model.weights])
     assert_same_arrays(runs[1], runs[0], exact=False, atol=1e-4)
@@ -521,11 +635,18 @@ def test_weighting_methods_train_a_sequence_trunk(method):
     rng = np.random.default_rng(0)
     tokens = rng.integers(1, 9, (32, 5)).astype("int32")
     trunk = keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(10, 4)])
-    heads = {"tags": keras.layers.Dense(3, activation="softmax", name="tagger"),
-             "total": keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(1)], name="total_tower")}
+    heads = {
+        "tags": keras.layers.Dense(3, activation="softmax", name="tagger"),
+        "total": keras.Sequential(
+            [keras.layers.Flatten(), keras.layers.Dense(1)], name="total_tower"
+        ),
+    }
     model = keras_mtl.MultiTaskModel(trunk, heads)
-    model.compile(optimizer="adam", weighting=method,
-                  loss={"tags": "sparse_categorical_crossentropy", "total": "mse"})
+    model.compile(
+        optimizer="adam",
+        weighting=method,
+        loss={"tags": "sparse_categorical_crossentropy", "total": "mse"},
+    )
     y = {"tags": tokens % 3, "total": tokens.sum(1, keepdims=True).astype("float32") / 40}
     history = model.fit(tokens, y, epochs=3, batch_size=8, verbose=0).history
     assert np.isfinite(history["loss"]).all() and history["tags_loss"][-1] < history["tags_loss"][0]
@@ -534,17 +655,31 @@ def test_weighting_methods_train_a_sequence_trunk(method):
 def test_task_optimizers_with_a_named_trunk_leave_the_other_task_untouched():
     frame = named_data()
     model = named_model()
-    model.compile(loss=NAMED_LOSS, mode="alternating", sampler="round_robin", seed=0,
-                  task_optimizers={"species": keras.optimizers.Adam(), "mass": keras.optimizers.SGD(0.1)})
+    model.compile(
+        loss=NAMED_LOSS,
+        mode="alternating",
+        sampler="round_robin",
+        seed=0,
+        task_optimizers={"species": keras.optimizers.Adam(), "mass": keras.optimizers.SGD(0.1)},
+    )
     x = as_dict(frame)
     y = {"species": frame["species"].to_numpy(), "mass": frame["mass"].to_numpy()}
-    model.train_on_batch({k: v[:8] for k, v in x.items()}, {t: v[:8] for t, v in y.items()})  # species
+    model.train_on_batch(
+        {k: v[:8] for k, v in x.items()}, {t: v[:8] for t, v in y.items()}
+    )  # species
     mass_before = [v.numpy().copy() for v in model.heads["mass"].weights]
     species_optimizer = [v.numpy().copy() for v in model.task_optimizers["species"].variables]
     mass_optimizer = [v.numpy().copy() for v in model.task_optimizers["mass"].variables]
-    model.train_on_batch({k: v[8:16] for k, v in x.items()}, {t: v[8:16] for t, v in y.items()})  # mass
-    assert_same_arrays([v.numpy() for v in model.task_optimizers["species"].variables], species_optimizer)
-    assert any(np.any(a != b) for a, b in zip([v.numpy() for v in model.heads["mass"].weights], mass_before))
+    model.train_on_batch(
+        {k: v[8:16] for k, v in x.items()}, {t: v[8:16] for t, v in y.items()}
+    )  # mass
+    assert_same_arrays(
+        [v.numpy() for v in model.task_optimizers["species"].variables], species_optimizer
+    )
+    assert any(
+        np.any(a != b)
+        for a, b in zip([v.numpy() for v in model.heads["mass"].weights], mass_before)
+    )
     assert int(model.task_optimizers["mass"].iterations) == int(mass_optimizer[0]) + 1
 
 
@@ -554,8 +689,13 @@ def test_predict_takes_one_value_per_example_or_a_column_alike():
     frame = named_data(n=12)
     model = named_model()
     by_frame = model.predict(frame, verbose=0)
-    flat = {"length": frame["length"].to_numpy(), "island": frame["island"].to_numpy(),
-            "year": frame["year"].to_numpy()}
+    flat = {
+        "length": frame["length"].to_numpy(),
+        "island": frame["island"].to_numpy(),
+        "year": frame["year"].to_numpy(),
+    }
     by_flat = model.predict(flat, verbose=0)
     np.testing.assert_allclose(by_flat["mass"], by_frame["mass"], atol=1e-6)
-    np.testing.assert_allclose(model.predict(as_dict(frame), verbose=0)["mass"], by_frame["mass"], atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(as_dict(frame), verbose=0)["mass"], by_frame["mass"], atol=1e-6
+    )

@@ -6,16 +6,18 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import assert_same_arrays
 
 import keras_mtl
-from helpers import assert_same_arrays
 
 
 def _data(n=64, seed=0, missing=True):
     rng = np.random.default_rng(seed)
     x = rng.random((n, 6)).astype("float32")
-    y = {"a": np.stack([x.sum(1), x[:, 0] - x[:, 2]], 1).astype("float32"),
-         "b": (x[:, 1] * 2.99).astype("int32")}
+    y = {
+        "a": np.stack([x.sum(1), x[:, 0] - x[:, 2]], 1).astype("float32"),
+        "b": (x[:, 1] * 2.99).astype("int32"),
+    }
     if missing:
         # Missing labels spread unevenly: each batch of 8 is split 4/4 over
         # the replicas, and rows 0-2 of each batch (replica 0) lack 'a'.
@@ -28,17 +30,21 @@ def _train(strategy, mode, optimizer="adam", steps_per_execution=1, task_optimiz
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         model = keras_mtl.MultiTaskModel(
-            [8], {"a": 2, "b": keras_mtl.Head(3, activation="softmax", hidden_units=[4])},
+            [8],
+            {"a": 2, "b": keras_mtl.Head(3, activation="softmax", hidden_units=[4])},
             kernel_regularizer=keras.regularizers.L2(0.01),
         )
         model.compile(
             optimizer=keras.optimizers.get(optimizer),
             loss={"a": "mse", "b": "sparse_categorical_crossentropy"},
-            metrics={"b": ["accuracy"]}, mode=mode, seed=4,
+            metrics={"b": ["accuracy"]},
+            mode=mode,
+            seed=4,
             steps_per_execution=steps_per_execution,
             task_optimizers=(
                 {t: keras.optimizers.get(o) for t, o in task_optimizers.items()}
-                if task_optimizers else None
+                if task_optimizers
+                else None
             ),
         )
     x, y = _data()
@@ -72,8 +78,9 @@ def test_mirrored_alternating_with_task_optimizers_and_steps_per_execution(mirro
 def test_mirrored_alternating_leaves_inactive_heads_untouched_on_every_replica(mirrored_strategy):
     with mirrored_strategy.scope():
         model = keras_mtl.MultiTaskModel([8], {"a": 2, "b": 3})
-        model.compile(optimizer="adam", loss="mse", mode="alternating",
-                      sampler={"a": 1.0, "b": 0.0}, seed=0)
+        model.compile(
+            optimizer="adam", loss="mse", mode="alternating", sampler={"a": 1.0, "b": 0.0}, seed=0
+        )
     x, y = _data(missing=False)
     y = {"a": y["a"], "b": np.eye(3, dtype="float32")[y["b"]]}
     model.build((None, 6))
@@ -101,9 +108,11 @@ def test_mirrored_interleaved_datasets_train_one_task_per_global_batch(mirrored_
     def per_task():
         return {
             "a": tf.data.Dataset.from_tensor_slices(
-                (rng.random((48, 6), "float32"), rng.random((48, 2), "float32"))).batch(8),
+                (rng.random((48, 6), "float32"), rng.random((48, 2), "float32"))
+            ).batch(8),
             "b": tf.data.Dataset.from_tensor_slices(
-                (rng.random((16, 6), "float32"), rng.integers(0, 3, 16).astype("int32"))).batch(8),
+                (rng.random((16, 6), "float32"), rng.integers(0, 3, 16).astype("int32"))
+            ).batch(8),
         }
 
     datasets = per_task()
@@ -112,9 +121,15 @@ def test_mirrored_interleaved_datasets_train_one_task_per_global_batch(mirrored_
         keras.utils.set_random_seed(0)
         scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
-            model = keras_mtl.MultiTaskModel([8], {"a": 2, "b": keras_mtl.Head(3, activation="softmax")})
-            model.compile(optimizer="adam", loss={"a": "mse", "b": "sparse_categorical_crossentropy"},
-                          mode="alternating", seed=0)
+            model = keras_mtl.MultiTaskModel(
+                [8], {"a": 2, "b": keras_mtl.Head(3, activation="softmax")}
+            )
+            model.compile(
+                optimizer="adam",
+                loss={"a": "mse", "b": "sparse_categorical_crossentropy"},
+                mode="alternating",
+                seed=0,
+            )
         data = keras_mtl.data.interleave(datasets, sampler="uniform", seed=6)
         history = model.fit(data, steps_per_epoch=10, epochs=1, verbose=0).history
         results.append((model, history))
@@ -128,11 +143,15 @@ def test_mirrored_evaluate_equals_single_device(mirrored_strategy):
     single, _ = _train(None, "joint")
     with mirrored_strategy.scope():
         twin = keras_mtl.MultiTaskModel(
-            [8], {"a": 2, "b": keras_mtl.Head(3, activation="softmax", hidden_units=[4])},
+            [8],
+            {"a": 2, "b": keras_mtl.Head(3, activation="softmax", hidden_units=[4])},
             kernel_regularizer=keras.regularizers.L2(0.01),
         )
-        twin.compile(optimizer="adam", loss={"a": "mse", "b": "sparse_categorical_crossentropy"},
-                     metrics={"b": ["accuracy"]})
+        twin.compile(
+            optimizer="adam",
+            loss={"a": "mse", "b": "sparse_categorical_crossentropy"},
+            metrics={"b": ["accuracy"]},
+        )
     twin.build((None, 6))
     for ours, theirs in zip(twin.trainable_weights, single.trainable_weights):
         ours.assign(theirs.numpy())
@@ -148,8 +167,12 @@ def test_optimizer_created_outside_the_scope_is_rejected(mirrored_strategy):
     adam = keras.optimizers.Adam()  # outside the scope
     with mirrored_strategy.scope():
         model = keras_mtl.MultiTaskModel([4], {"a": 1, "b": 1})
-        model.compile(optimizer="adam", loss="mse", mode="alternating",
-                      task_optimizers={"a": adam, "b": "adam"})
+        model.compile(
+            optimizer="adam",
+            loss="mse",
+            mode="alternating",
+            task_optimizers={"a": adam, "b": "adam"},
+        )
     x = np.ones((16, 3), "float32")
     with pytest.raises(ValueError, match="task 'a'.*outside `strategy.scope\\(\\)`"):
         model.fit(x, {"a": x[:, 0], "b": x[:, 1]}, verbose=0)

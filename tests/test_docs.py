@@ -15,14 +15,37 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Keras protocol methods a subclass overrides; Keras documents them.
 KERAS_PROTOCOL = {
-    "build", "call", "get_config", "from_config", "compute_output_shape", "save_own_variables",
-    "load_own_variables", "make_train_function", "test_step", "update_state", "result",
-    "reset_state", "get_compile_config", "compile_from_config", "on_epoch_end",
-    "on_train_batch_end", "set_model", "reset_metrics", "train_step", "make_test_function",
-    "get_build_config", "build_from_config",
+    "build",
+    "call",
+    "get_config",
+    "from_config",
+    "compute_output_shape",
+    "save_own_variables",
+    "load_own_variables",
+    "make_train_function",
+    "test_step",
+    "update_state",
+    "result",
+    "reset_state",
+    "get_compile_config",
+    "compile_from_config",
+    "on_epoch_end",
+    "on_train_batch_end",
+    "set_model",
+    "reset_metrics",
+    "train_step",
+    "make_test_function",
+    "get_build_config",
+    "build_from_config",
 }
-MODULES = [keras_mtl.samplers, keras_mtl.data, keras_mtl.layers, keras_mtl.optimizers, keras_mtl.weighting,
-           keras_mtl.callbacks]
+MODULES = [
+    keras_mtl.samplers,
+    keras_mtl.data,
+    keras_mtl.layers,
+    keras_mtl.optimizers,
+    keras_mtl.weighting,
+    keras_mtl.callbacks,
+]
 
 
 def _public_objects():
@@ -43,7 +66,11 @@ def _public_objects():
             owners = [c for c in obj.__mro__ if c.__module__.startswith("keras_mtl")]
             for owner in reversed(owners):
                 for name, member in vars(owner).items():
-                    if name.startswith("_") or name in KERAS_PROTOCOL or not inspect.isfunction(member):
+                    if (
+                        name.startswith("_")
+                        or name in KERAS_PROTOCOL
+                        or not inspect.isfunction(member)
+                    ):
                         continue
                     seen[f"{qualname}.{name}"] = member
     return seen
@@ -107,7 +134,8 @@ def test_every_readme_python_block_runs(tmp_path):
         print(f"ran {{len(blocks)}} blocks")
         """
     ).format(blocks=blocks)
-    done = subprocess.run([sys.executable, "-c", runner], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", runner], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     assert f"ran {len(blocks)} blocks" in done.stdout

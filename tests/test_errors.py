@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import regression_data
 
 import keras_mtl
-from helpers import regression_data
 
 
 def _model(**kwargs):
@@ -165,7 +165,9 @@ def test_label_shape_mismatch_names_task_and_shapes():
     x, y = regression_data(n=16)
     model = _model()
     model.compile(loss="mse")
-    with pytest.raises(ValueError, match=r"task 'y2' have shape \(batch, 3\).*head outputs \(batch, 20\)"):
+    with pytest.raises(
+        ValueError, match=r"task 'y2' have shape \(batch, 3\).*head outputs \(batch, 20\)"
+    ):
         model.fit(x, {"y1": y["y1"], "y2": y["y2"][:, :3]}, verbose=0)
 
 
@@ -198,7 +200,11 @@ def test_empty_inputs_are_rejected():
     model = _model()
     model.compile(loss="mse")
     with pytest.raises(ValueError, match="no examples"):
-        model.fit(np.zeros((0, 10), "float32"), {"y1": np.zeros((0, 20)), "y2": np.zeros((0, 20))}, verbose=0)
+        model.fit(
+            np.zeros((0, 10), "float32"),
+            {"y1": np.zeros((0, 20)), "y2": np.zeros((0, 20))},
+            verbose=0,
+        )
     empty = tf.data.Dataset.from_tensor_slices(
         (np.zeros((0, 10), "float32"), {"y1": np.zeros((0, 20)), "y2": np.zeros((0, 20))})
     ).batch(4)

@@ -62,14 +62,19 @@ def test_penguins_trunk_preprocesses_the_raw_columns_inside(penguins):
     x_train = splits["train"][0]
     trunk = penguins.make_trunk(x_train)
     assert {t.name: t.dtype for t in trunk.inputs} == {
-        "island": "string", "bill_length_mm": "float32", "bill_depth_mm": "float32",
-        "flipper_length_mm": "float32"}
+        "island": "string",
+        "bill_length_mm": "float32",
+        "bill_depth_mm": "float32",
+        "flipper_length_mm": "float32",
+    }
     # Each Normalization layer holds its column's training mean; the islands are one-hot.
     layers = penguins.keras.layers
     norms = [layer for layer in trunk.layers if isinstance(layer, layers.Normalization)]
     np.testing.assert_allclose(
         sorted(float(n.mean.numpy().squeeze()) for n in norms),
-        sorted(x_train[penguins.MEASUREMENTS].mean()), rtol=1e-5)
+        sorted(x_train[penguins.MEASUREMENTS].mean()),
+        rtol=1e-5,
+    )
     lookup = next(layer for layer in trunk.layers if isinstance(layer, layers.StringLookup))
     assert lookup.get_vocabulary() == ["[UNK]", "Biscoe", "Dream", "Torgersen"]
 
@@ -121,9 +126,14 @@ def penguins_run(penguins, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("penguins")
     # Started first, so that its TensorFlow import overlaps the training.
-    fresh = subprocess.Popen([sys.executable, "-c", _SERVE_WITHOUT_KERAS_MTL], cwd=str(tmp),
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    fresh = subprocess.Popen(
+        [sys.executable, "-c", _SERVE_WITHOUT_KERAS_MTL],
+        cwd=str(tmp),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         served, export = {}, penguins.export_and_serve
 
@@ -134,10 +144,18 @@ def penguins_run(penguins, tmp_path_factory):
         out = io.StringIO()
         with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
             patch.setattr(penguins, "export_and_serve", spy)
-            results = penguins.main(epochs=1, plot_path=str(tmp / "curves.png"),
-                                    export_path=str(tmp / "serving" / "penguins" / "1"))
-        yield {"results": results, "out": out.getvalue(), "dir": tmp, "export": served,
-               "fresh_python": fresh}
+            results = penguins.main(
+                epochs=1,
+                plot_path=str(tmp / "curves.png"),
+                export_path=str(tmp / "serving" / "penguins" / "1"),
+            )
+        yield {
+            "results": results,
+            "out": out.getvalue(),
+            "dir": tmp,
+            "export": served,
+            "fresh_python": fresh,
+        }
     finally:
         if fresh.poll() is None:
             fresh.kill()
@@ -174,9 +192,14 @@ def test_penguins_main_exports_and_serves_a_raw_test_row(penguins, penguins_run)
     request = served["request"]
     # The raw values of the first test penguin, by name, as a TF Serving client sends them.
     x_test = penguins.load_data()[0]["test"][0]
-    assert request == {"instances": [{
-        "island": x_test["island"].iloc[0],
-        **{c: float(x_test[c].iloc[0]) for c in penguins.MEASUREMENTS}}]}
+    assert request == {
+        "instances": [
+            {
+                "island": x_test["island"].iloc[0],
+                **{c: float(x_test[c].iloc[0]) for c in penguins.MEASUREMENTS},
+            }
+        ]
+    }
     lines = penguins_run["out"].splitlines()
     post = lines.index("POST http://localhost:8501/v1/models/penguins:predict")
     assert json.loads(lines[post + 1]) == request
@@ -184,8 +207,9 @@ def test_penguins_main_exports_and_serves_a_raw_test_row(penguins, penguins_run)
     assert set(response["predictions"][0]) == {"species", "sex", "mass"}
     for task in ("species", "sex", "mass"):
         np.testing.assert_allclose(served["served"][task], served["predicted"][task], atol=1e-5)
-        np.testing.assert_allclose(response["predictions"][0][task], served["predicted"][task][0],
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            response["predictions"][0][task], served["predicted"][task][0], atol=1e-4
+        )
 
 
 @pytest.mark.slow
@@ -193,15 +217,20 @@ def test_penguins_saved_model_serves_raw_values_without_keras_mtl_or_keras(pengu
     import json
 
     served = penguins_run["export"]
-    job = {"path": str(penguins_run["dir"] / "serving" / "penguins" / "1"),
-           "request": served["request"]}
+    job = {
+        "path": str(penguins_run["dir"] / "serving" / "penguins" / "1"),
+        "request": served["request"],
+    }
     fresh = penguins_run["fresh_python"]
     stdout, stderr = fresh.communicate(json.dumps(job) + "\n", timeout=180)
     assert fresh.returncode == 0, stderr[-2000:]
     answer = json.loads(stdout.strip().splitlines()[-1])
     assert answer["signature"] == {
-        "island": ["string", [None]], "bill_length_mm": ["float32", [None]],
-        "bill_depth_mm": ["float32", [None]], "flipper_length_mm": ["float32", [None]]}
+        "island": ["string", [None]],
+        "bill_length_mm": ["float32", [None]],
+        "bill_depth_mm": ["float32", [None]],
+        "flipper_length_mm": ["float32", [None]],
+    }
     assert set(answer["outputs"]) == {"species", "sex", "mass"}
     for task, expected in served["predicted"].items():
         assert np.shape(answer["outputs"][task]) == expected.shape  # (1, units)
@@ -209,7 +238,9 @@ def test_penguins_saved_model_serves_raw_values_without_keras_mtl_or_keras(pengu
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_example", os.path.join(EXAMPLES, f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_example", os.path.join(EXAMPLES, f"{name}.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -246,8 +277,12 @@ def test_export_for_serving_example_writes_a_versioned_saved_model(tmp_path, cap
 def _run_example(*args, timeout=300):
     import subprocess
 
-    return subprocess.run([sys.executable, os.path.join(EXAMPLES, "distributed.py"), *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "distributed.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.slow

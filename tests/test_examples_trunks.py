@@ -41,7 +41,7 @@ def _table_row(out, name):
 
 def test_digits_data_is_images_in_unit_range_with_consistent_labels_and_fixed_split(digits):
     splits = digits.load_data()
-    (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
+    (x_train, _), (x_test, y_test) = splits["train"], splits["test"]
     assert (len(x_train), len(x_test)) == (1438, 359)  # 1,797 images, 20% held out
     for x, y in (splits["train"], splits["test"]):
         assert x.shape[1:] == (8, 8, 1) and x.dtype == np.float32

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import keras_mtl
-from keras_mtl.layers import CGC, MMoE, PLE
+from keras_mtl.layers import CGC, PLE, MMoE
 
 TASKS = ["income", "marital", "churn"]
 
@@ -21,8 +21,9 @@ def make(kind, **kwargs):
     if kind == "cgc":
         return CGC(num_shared_experts=2, num_task_experts=2, **args)
     if kind == "ple":
-        return PLE(num_levels=args.pop("num_levels", 2), num_shared_experts=2,
-                   num_task_experts=1, **args)
+        return PLE(
+            num_levels=args.pop("num_levels", 2), num_shared_experts=2, num_task_experts=1, **args
+        )
     raise ValueError(kind)
 
 
@@ -113,8 +114,15 @@ def test_cgc_matches_the_papers_equations_in_numpy():
     x = features()
     layer(x)
     randomize(layer)
-    expected, _ = np_cgc_level(weights_by_path(layer), "", {t: x for t in TASKS}, x,
-                               n_shared=2, n_task=2, shared_gate=False)
+    expected, _ = np_cgc_level(
+        weights_by_path(layer),
+        "",
+        {t: x for t in TASKS},
+        x,
+        n_shared=2,
+        n_task=2,
+        shared_gate=False,
+    )
     assert_outputs_close(layer(x), expected)
 
 
@@ -124,10 +132,12 @@ def test_two_level_ple_matches_the_papers_equations_in_numpy():
     layer(x)
     randomize(layer)
     w = weights_by_path(layer)
-    level_1, shared_1 = np_cgc_level(w, "level_1/", {t: x for t in TASKS}, x,
-                                     n_shared=2, n_task=1, shared_gate=True)
-    expected, none = np_cgc_level(w, "level_2/", level_1, shared_1,
-                                  n_shared=2, n_task=1, shared_gate=False)
+    level_1, shared_1 = np_cgc_level(
+        w, "level_1/", {t: x for t in TASKS}, x, n_shared=2, n_task=1, shared_gate=True
+    )
+    expected, none = np_cgc_level(
+        w, "level_2/", level_1, shared_1, n_shared=2, n_task=1, shared_gate=False
+    )
     assert none is None and "level_2/shared_gate/kernel" not in w
     assert_outputs_close(layer(x), expected)
 
@@ -319,10 +329,9 @@ def unconnected_for(kind, task, num_levels=2):
     # level down (which feed only those experts); everything earlier reaches
     # the shared gates.
     last, below = f"level_{num_levels}", f"level_{num_levels - 1}"
-    return (
-        [f"{last}/{part}_{t}" for t in others for part in ("gate", "task_expert")]
-        + [f"{below}/gate_{t}/" for t in others]
-    )
+    return [f"{last}/{part}_{t}" for t in others for part in ("gate", "task_expert")] + [
+        f"{below}/gate_{t}/" for t in others
+    ]
 
 
 @pytest.mark.parametrize("kind,num_levels", [("mmoe", 1), ("cgc", 1), ("ple", 2), ("ple", 3)])
@@ -337,7 +346,8 @@ def test_each_task_depends_on_exactly_the_shared_and_its_own_variables(kind, num
         grads = tape.gradient(loss, variables)
         unconnected = {v.path for v, g in zip(variables, grads) if g is None}
         expected = {
-            v.path for v in variables
+            v.path
+            for v in variables
             if any(part in v.path for part in unconnected_for(kind, task, num_levels))
         }
         assert expected, "the expected set should not be empty"

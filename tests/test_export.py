@@ -21,11 +21,16 @@ def _trained_model():
     x = rng.random((64, 10)).astype("float32")
     y = {"y1": rng.random((64, 20)).astype("float32"), "y2": rng.integers(0, 3, 64)}
     model = keras_mtl.MultiTaskModel(
-        [16, 8], {"y1": 20, "y2": keras_mtl.Head(3, activation="softmax", hidden_units=[8], dropout=0.5)},
+        [16, 8],
+        {"y1": 20, "y2": keras_mtl.Head(3, activation="softmax", hidden_units=[8], dropout=0.5)},
         trunk_dropout=0.3,
     )
-    model.compile(optimizer="adam", loss={"y1": "mse", "y2": "sparse_categorical_crossentropy"},
-                  mode="alternating", seed=0)
+    model.compile(
+        optimizer="adam",
+        loss={"y1": "mse", "y2": "sparse_categorical_crossentropy"},
+        mode="alternating",
+        seed=0,
+    )
     model.fit(x, y, epochs=1, verbose=0)
     return model, x
 
@@ -71,8 +76,13 @@ def test_signatures_serve_in_a_process_that_cannot_import_keras_mtl(exported, tm
         print(json.dumps(out))
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, cwd=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(tmp_path),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     errors = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(errors["serving_default"]) == {"y1", "y2"}
@@ -97,19 +107,44 @@ def test_task_signature_computes_only_the_trunk_and_its_head(exported):
 
 def test_saved_model_cli_shows_and_runs_the_signatures(exported):
     path, _, _, _ = exported
-    show = subprocess.run([SAVED_MODEL_CLI, "show", "--dir", path, "--all"],
-                          capture_output=True, text=True, timeout=120)
+    show = subprocess.run(
+        [SAVED_MODEL_CLI, "show", "--dir", path, "--all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert show.returncode == 0, show.stderr[-2000:]
-    for text in ("signature_def['serving_default']", "signature_def['y1']", "signature_def['y2']",
-                 "inputs['features']", "outputs['y2']", "shape: (-1, 10)", "dtype: DT_FLOAT"):
+    for text in (
+        "signature_def['serving_default']",
+        "signature_def['y1']",
+        "signature_def['y2']",
+        "inputs['features']",
+        "outputs['y2']",
+        "shape: (-1, 10)",
+        "dtype: DT_FLOAT",
+    ):
         assert text in show.stdout
-    ops_line = next(line for line in show.stdout.splitlines() if "contains the following ops" in line)
+    ops_line = next(
+        line for line in show.stdout.splitlines() if "contains the following ops" in line
+    )
     assert "Random" not in ops_line and "Dropout" not in ops_line  # inference only
 
     run = subprocess.run(
-        [SAVED_MODEL_CLI, "run", "--dir", path, "--tag_set", "serve", "--signature_def", "y2",
-         "--input_exprs", f"features={[[0.5] * 10] * 2}"],
-        capture_output=True, text=True, timeout=120,
+        [
+            SAVED_MODEL_CLI,
+            "run",
+            "--dir",
+            path,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "y2",
+            "--input_exprs",
+            f"features={[[0.5] * 10] * 2}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Result for output key y2" in run.stdout
@@ -135,5 +170,7 @@ def test_exporting_an_unbuilt_model_explains_what_to_do(tmp_path):
     model = keras_mtl.MultiTaskModel([4], {"a": 1})
     with pytest.raises(ValueError, match="has not been built.*input_signature"):
         model.export(str(tmp_path / "1"), verbose=False)
-    model.export(str(tmp_path / "2"), input_signature=tf.TensorSpec((None, 5), tf.float32), verbose=False)
+    model.export(
+        str(tmp_path / "2"), input_signature=tf.TensorSpec((None, 5), tf.float32), verbose=False
+    )
     assert model.built

@@ -8,9 +8,9 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import assert_same_arrays, head_weights
 
 import keras_mtl
-from helpers import assert_same_arrays, head_weights
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -20,9 +20,19 @@ import fault_worker  # noqa: E402
 def _run_worker(callback, directory, epochs, kill, out):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(
-        [sys.executable, os.path.join(HERE, "fault_worker.py"), callback, str(directory),
-         str(epochs), str(kill), str(out)],
-        env=env, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            os.path.join(HERE, "fault_worker.py"),
+            callback,
+            str(directory),
+            str(epochs),
+            str(kill),
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     return done
 
@@ -51,8 +61,12 @@ def test_kill_during_model_checkpoint_keeps_previous_checkpoint(tmp_path):
     assert int(model.step_counter.numpy()) == 6
     x, y = fault_worker.data()
     model.fit(x, y, batch_size=8, epochs=3, initial_epoch=1, shuffle=False, verbose=0)
-    assert_same_arrays([v.numpy() for v in model.trainable_weights],
-                       _npz_arrays(tmp_path / "ref.npz"), exact=False, atol=1e-5)
+    assert_same_arrays(
+        [v.numpy() for v in model.trainable_weights],
+        _npz_arrays(tmp_path / "ref.npz"),
+        exact=False,
+        atol=1e-5,
+    )
 
 
 @pytest.mark.slow
@@ -66,8 +80,12 @@ def test_kill_during_backup_then_restart_resumes_exactly(tmp_path):
 
     resumed = _run_worker("backup", tmp_path / "run", 4, 0, tmp_path / "resumed.npz")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert_same_arrays(_npz_arrays(tmp_path / "resumed.npz"), _npz_arrays(tmp_path / "ref.npz"),
-                       exact=False, atol=1e-5)
+    assert_same_arrays(
+        _npz_arrays(tmp_path / "resumed.npz"),
+        _npz_arrays(tmp_path / "ref.npz"),
+        exact=False,
+        atol=1e-5,
+    )
 
 
 def _nan_data():
@@ -83,14 +101,29 @@ def test_terminate_on_nan_stops_and_the_best_checkpoint_stays_good(tmp_path):
     model = keras_mtl.MultiTaskModel([8], {"a": 1, "b": 1})
     model.compile(optimizer="adam", loss="mse")
     path = str(tmp_path / "best.weights.h5")
-    checkpoint = keras.callbacks.ModelCheckpoint(path, monitor="loss", save_best_only=True,
-                                                 save_weights_only=True)
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        path, monitor="loss", save_best_only=True, save_weights_only=True
+    )
     # Epoch 1 uses rows 0-31 only (finite); epoch 2 reaches row 40.
-    history = model.fit(x[:32], {k: v[:32] for k, v in y.items()}, batch_size=8, epochs=1,
-                        shuffle=False, verbose=0, callbacks=[checkpoint])
+    history = model.fit(
+        x[:32],
+        {k: v[:32] for k, v in y.items()},
+        batch_size=8,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[checkpoint],
+    )
     good = [w.copy() for w in model.get_weights()]
-    history = model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0,
-                        callbacks=[checkpoint, keras.callbacks.TerminateOnNaN()])
+    history = model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=3,
+        shuffle=False,
+        verbose=0,
+        callbacks=[checkpoint, keras.callbacks.TerminateOnNaN()],
+    )
     assert len(history.history["loss"]) == 1  # stopped in its first epoch
     assert not np.isfinite(history.history["loss"][0])
     restored = keras_mtl.MultiTaskModel([8], {"a": 1, "b": 1})

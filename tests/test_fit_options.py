@@ -2,7 +2,6 @@
 
 import keras
 import pytest
-
 from helpers import assert_same_arrays, regression_data, seed_model
 
 
@@ -31,7 +30,9 @@ def test_compile_options_train_like_the_default(mode, options, atol):
     model, logs = _train(mode, **options)
     assert_same_arrays(
         [v.numpy() for v in model.trainable_weights],
-        [v.numpy() for v in reference.trainable_weights], exact=False, atol=atol,
+        [v.numpy() for v in reference.trainable_weights],
+        exact=False,
+        atol=atol,
     )
     assert int(model.step_counter.numpy()) == 20
     if mode == "alternating":

@@ -22,9 +22,7 @@ def _two_datasets(n_fr=64, n_de=16, batch=8, seed=0):
 
 
 def _model():
-    return keras_mtl.MultiTaskModel(
-        [16], {"fr": 2, "de": keras_mtl.Head(3, activation="softmax")}
-    )
+    return keras_mtl.MultiTaskModel([16], {"fr": 2, "de": keras_mtl.Head(3, activation="softmax")})
 
 
 LOSS = {"fr": "mse", "de": "sparse_categorical_crossentropy"}
@@ -67,7 +65,9 @@ def test_interleaved_datasets_train_in_both_modes(mode):
     ds = keras_mtl.data.interleave(_two_datasets(), sampler="proportional", seed=1)
     model = _model()
     model.compile(optimizer="adam", loss=LOSS, metrics={"de": ["accuracy"]}, mode=mode, seed=1)
-    history = model.fit(ds, steps_per_epoch=10, epochs=3, validation_data=ds, validation_steps=4, verbose=0)
+    history = model.fit(
+        ds, steps_per_epoch=10, epochs=3, validation_data=ds, validation_steps=4, verbose=0
+    )
     assert np.all(np.isfinite(history.history["loss"]))
     assert history.history["fr_loss"][-1] < history.history["fr_loss"][0]
     logs = model.evaluate(ds, steps=5, return_dict=True, verbose=0)
@@ -78,7 +78,9 @@ def test_alternating_trains_the_batch_own_task():
     ds = keras_mtl.data.interleave(_two_datasets(), sampler="uniform", seed=9)
     expected = _batch_tasks(ds, 20)
     model = _model()
-    model.compile(optimizer="adam", loss=LOSS, mode="alternating", sampler={"fr": 0.99, "de": 0.01}, seed=0)
+    model.compile(
+        optimizer="adam", loss=LOSS, mode="alternating", sampler={"fr": 0.99, "de": 0.01}, seed=0
+    )
     history = model.fit(ds, steps_per_epoch=20, epochs=1, verbose=0).history
     assert history["fr_updates"] == [expected.count("fr")]
     assert history["de_updates"] == [expected.count("de")]
@@ -87,9 +89,11 @@ def test_alternating_trains_the_batch_own_task():
 def test_proportional_sampling_over_1000_and_100_batches_gives_10_to_1_updates():
     rng = np.random.default_rng(0)
     big = tf.data.Dataset.from_tensor_slices(
-        (rng.random((2000, 4)).astype("float32"), rng.random((2000, 1)).astype("float32"))).batch(2)
+        (rng.random((2000, 4)).astype("float32"), rng.random((2000, 1)).astype("float32"))
+    ).batch(2)
     small = tf.data.Dataset.from_tensor_slices(
-        (rng.random((200, 4)).astype("float32"), rng.random((200, 1)).astype("float32"))).batch(2)
+        (rng.random((200, 4)).astype("float32"), rng.random((200, 1)).astype("float32"))
+    ).batch(2)
     ds = keras_mtl.data.interleave({"big": big, "small": small}, sampler="proportional", seed=3)
     model = keras_mtl.MultiTaskModel([4], {"big": 1, "small": 1})
     model.compile(optimizer="sgd", loss="mse", mode="alternating", seed=0, steps_per_execution=100)
@@ -148,7 +152,8 @@ def test_sample_weights_of_a_task_dataset_are_kept():
     rng = np.random.default_rng(0)
     x = rng.random((8, 6)).astype("float32")
     weighted = tf.data.Dataset.from_tensor_slices(
-        (x, x[:, :2], np.arange(8, dtype="float32"))).batch(8)
+        (x, x[:, :2], np.arange(8, dtype="float32"))
+    ).batch(8)
     datasets = _two_datasets()
     datasets["fr"] = weighted
     ds = keras_mtl.data.interleave(datasets, sampler={"fr": 1.0, "de": 0.0}, seed=0)

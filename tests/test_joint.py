@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 import pytest
+from helpers import functional_twin, regression_data, twin_weights_match
 
 import keras_mtl
-from helpers import functional_twin, regression_data, twin_weights_match
 
 
 def _classification_data(n=128, seed=1):
@@ -43,7 +43,8 @@ def test_joint_training_matches_functional_model(optimizer):
 def test_joint_training_with_regularizer_matches_functional_model():
     x, y = regression_data(n=64, features=10, units=(4, 3))
     model = keras_mtl.MultiTaskModel(
-        trunk_units=[12], heads={"y1": 4, "y2": 3},
+        trunk_units=[12],
+        heads={"y1": 4, "y2": 3},
         kernel_regularizer=keras.regularizers.L2(0.01),
     )
     model.build((None, 10))
@@ -97,5 +98,7 @@ def test_rank_one_labels_match_column_labels_for_a_one_unit_head():
         keras.utils.set_random_seed(0)
         model = keras_mtl.MultiTaskModel([8], {"reg": 1})
         model.compile(optimizer="sgd", loss={"reg": "mse"})
-        results.append(model.fit(x, {"reg": labels}, epochs=1, shuffle=False, verbose=0).history["loss"])
+        results.append(
+            model.fit(x, {"reg": labels}, epochs=1, shuffle=False, verbose=0).history["loss"]
+        )
     np.testing.assert_allclose(results[0], results[1], rtol=1e-6)

@@ -59,8 +59,14 @@ def _twin_models(make, input_dim):
 def test_unsampled_task_logs_nan_not_zero_in_alternating_training():
     x, y = _data()
     model = _model()
-    model.compile(optimizer="sgd", loss="mse", metrics={"a": ["mae"], "b": ["mae"]},
-                  mode="alternating", sampler={"a": 1.0, "b": 0.0}, seed=0)
+    model.compile(
+        optimizer="sgd",
+        loss="mse",
+        metrics={"a": ["mae"], "b": ["mae"]},
+        mode="alternating",
+        sampler={"a": 1.0, "b": 0.0},
+        seed=0,
+    )
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
     assert history["b_updates"] == [0.0]
     assert math.isnan(history["b_loss"][0]), history["b_loss"]
@@ -83,8 +89,9 @@ def test_validation_task_with_absent_labels_logs_nan_not_zero():
     x, y = _data()
     model = _model()
     model.compile(optimizer="sgd", loss="mse", metrics={"a": ["mae"], "b": ["mae"]})
-    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0,
-                        validation_data=(x, {"a": y["a"], "b": None})).history
+    history = model.fit(
+        x, y, batch_size=8, epochs=1, verbose=0, validation_data=(x, {"a": y["a"], "b": None})
+    ).history
     assert math.isnan(history["val_b_loss"][0]), history["val_b_loss"]
     assert math.isnan(history["val_b_mae"][0]), history["val_b_mae"]
     assert math.isfinite(history["val_a_loss"][0])
@@ -96,8 +103,9 @@ def test_validation_task_with_all_nan_labels_logs_nan_not_zero():
     model = _model()
     model.compile(optimizer="sgd", loss="mse", metrics={"a": ["mae"], "b": ["mae"]})
     nan_b = np.full_like(y["b"], np.nan)
-    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0,
-                        validation_data=(x, {"a": y["a"], "b": nan_b})).history
+    history = model.fit(
+        x, y, batch_size=8, epochs=1, verbose=0, validation_data=(x, {"a": y["a"], "b": nan_b})
+    ).history
     assert math.isnan(history["val_b_loss"][0]), history["val_b_loss"]
     assert math.isnan(history["val_b_mae"][0]), history["val_b_mae"]
     assert math.isfinite(history["val_loss"][0])
@@ -110,27 +118,40 @@ def test_model_checkpoint_does_not_save_when_monitored_task_loss_is_nan(tmp_path
     # `best=None` whatever it is (NaN included), so start from +inf: any
     # finite value improves on it (0.0 today), NaN never does.
     checkpoint = keras.callbacks.ModelCheckpoint(
-        path, save_best_only=True, monitor="val_b_loss", mode="min",
+        path,
+        save_best_only=True,
+        monitor="val_b_loss",
+        mode="min",
         initial_value_threshold=float("inf"),
     )
     model = _model()
     model.compile(optimizer="sgd", loss="mse")
-    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[checkpoint],
-              validation_data=(x, {"a": y["a"], "b": None}))
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=1,
+        verbose=0,
+        callbacks=[checkpoint],
+        validation_data=(x, {"a": y["a"], "b": None}),
+    )
     assert not os.path.exists(path), "saved a 'best' model for a task that had no labels"
     # The same callback saves as soon as b's validation labels are there.
-    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[checkpoint],
-              validation_data=(x, y))
+    model.fit(
+        x, y, batch_size=8, epochs=1, verbose=0, callbacks=[checkpoint], validation_data=(x, y)
+    )
     assert os.path.exists(path)
 
 
 def test_terminate_on_nan_keeps_training_when_a_task_was_not_sampled():
     x, y = _data()
     model = _model()
-    model.compile(optimizer="sgd", loss="mse", mode="alternating",
-                  sampler={"a": 1.0, "b": 0.0}, seed=0)
-    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0,
-                        callbacks=[keras.callbacks.TerminateOnNaN()]).history
+    model.compile(
+        optimizer="sgd", loss="mse", mode="alternating", sampler={"a": 1.0, "b": 0.0}, seed=0
+    )
+    history = model.fit(
+        x, y, batch_size=8, epochs=2, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()]
+    ).history
     assert all(math.isnan(v) for v in history["b_loss"]), history["b_loss"]
     assert len(history["loss"]) == 2
     assert all(math.isfinite(v) for v in history["loss"])
@@ -161,8 +182,9 @@ def test_one_metric_instance_given_to_two_tasks_logs_each_task_separately():
     y = {"a": y["a"], "b": y["b"] + 100.0}  # b's error is far larger than a's
     shared = keras.metrics.MeanAbsoluteError()
     model = _model()
-    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse",
-                  metrics={"a": [shared], "b": [shared]})
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0), loss="mse", metrics={"a": [shared], "b": [shared]}
+    )
     logs = model.evaluate(x, y, batch_size=8, return_dict=True, verbose=0)
     assert "a_mean_absolute_error" in logs and "b_mean_absolute_error" in logs, sorted(logs)
     pred = model.predict(x, verbose=0)
@@ -180,10 +202,17 @@ def test_alternating_training_loss_is_the_weighted_sum_like_val_loss():
     x = np.tile(batch_x, (4, 1))
     y = {t: np.tile(v, (4, 1)) for t, v in batch_y.items()}
     model = _model()
-    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse", mode="alternating",
-                  sampler="round_robin", loss_weights={"a": 1.0, "b": 3.0}, seed=0)
-    history = model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0,
-                        validation_data=(x, y)).history
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        loss="mse",
+        mode="alternating",
+        sampler="round_robin",
+        loss_weights={"a": 1.0, "b": 3.0},
+        seed=0,
+    )
+    history = model.fit(
+        x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, validation_data=(x, y)
+    ).history
     assert history["a_updates"] == [2.0] and history["b_updates"] == [2.0]
     weighted_sum = history["a_loss"][0] + 3.0 * history["b_loss"][0]
     assert history["loss"][0] == pytest.approx(weighted_sum, rel=1e-5)
@@ -193,8 +222,9 @@ def test_alternating_training_loss_is_the_weighted_sum_like_val_loss():
 # --------------------------------------------- 9. evaluate's loss is stable
 def test_evaluate_loss_ignores_labels_of_untrained_tasks():
     x, y = _data(n=16)
-    model = keras_mtl.MultiTaskModel([8], {"a": 1, "u": 1},
-                                     kernel_regularizer=keras.regularizers.L2(0.1))
+    model = keras_mtl.MultiTaskModel(
+        [8], {"a": 1, "u": 1}, kernel_regularizer=keras.regularizers.L2(0.1)
+    )
     model.compile(optimizer="sgd", loss={"a": "mse", "u": None})
     without_u = model.evaluate(x, {"a": y["a"]}, return_dict=True, verbose=0)
     with_u = model.evaluate(x, {"a": y["a"], "u": y["b"]}, return_dict=True, verbose=0)
@@ -231,8 +261,10 @@ def test_sum_reduction_loss_sums_over_the_batch():
     model = _model()
     model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
     mean_loss = model.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)["a_loss"]
-    model.compile(optimizer=keras.optimizers.SGD(0.0),
-                  loss={"a": keras.losses.MeanSquaredError(reduction="sum"), "b": "mse"})
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        loss={"a": keras.losses.MeanSquaredError(reduction="sum"), "b": "mse"},
+    )
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     sum_loss = model.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)["a_loss"]
     assert sum_loss == pytest.approx(16 * mean_loss, rel=1e-5)
@@ -243,13 +275,17 @@ def test_mean_with_sample_weight_reduction_divides_by_the_present_weights():
     weights = np.linspace(0.5, 4.0, 16).astype("float32")
     weights[::4] = 0.0  # four missing labels
     model = _model()
-    model.compile(optimizer=keras.optimizers.SGD(0.0),
-                  loss={"a": keras.losses.MeanSquaredError(reduction="mean_with_sample_weight"),
-                        "b": "mse"})
-    logs = model.evaluate(x, y, sample_weight={"a": weights}, batch_size=16,
-                          return_dict=True, verbose=0)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        loss={"a": keras.losses.MeanSquaredError(reduction="mean_with_sample_weight"), "b": "mse"},
+    )
+    logs = model.evaluate(
+        x, y, sample_weight={"a": weights}, batch_size=16, return_dict=True, verbose=0
+    )
     errors = (model.predict(x, verbose=0)["a"] - y["a"])[:, 0] ** 2
-    assert logs["a_loss"] == pytest.approx(float((weights * errors).sum() / weights.sum()), rel=1e-5)
+    assert logs["a_loss"] == pytest.approx(
+        float((weights * errors).sum() / weights.sum()), rel=1e-5
+    )
 
 
 # Guards for the fixes of 10(a) and 10(b) (they already pass before them):
@@ -334,7 +370,9 @@ def test_freezing_the_trunk_after_fit_needs_compile_again_then_keeps_it_fixed():
     model.fit(x, y, batch_size=8, verbose=0)
     _assert_same(trunk_before, _weights(model.trunk))
     for task, head in model.heads.items():
-        assert any(not np.array_equal(u, v) for u, v in zip(heads_before[task], _weights(head))), task
+        assert any(not np.array_equal(u, v) for u, v in zip(heads_before[task], _weights(head))), (
+            task
+        )
 
 
 # ----------------------------------------------------- 15. save/load freeze
@@ -375,8 +413,13 @@ def test_dataframe_targets_train_like_the_dict_of_their_columns():
     for model in (from_frame, from_dict):
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     from_frame.fit(x, frame, batch_size=8, shuffle=False, verbose=0)
-    from_dict.fit(x, {"a": frame["a"].to_numpy(), "b": frame["b"].to_numpy()},
-                  batch_size=8, shuffle=False, verbose=0)
+    from_dict.fit(
+        x,
+        {"a": frame["a"].to_numpy(), "b": frame["b"].to_numpy()},
+        batch_size=8,
+        shuffle=False,
+        verbose=0,
+    )
     for u, v in zip(from_frame.get_weights(), from_dict.get_weights()):
         np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7)
 
@@ -390,8 +433,7 @@ def test_label_rank_may_change_between_fit_calls():
     rank_one = {"a": y["a"][:, 0], "b": y["b"]}
     model.fit(x, rank_one, batch_size=8, verbose=0, validation_data=(x, rank_one))
     rank_two = {"a": y["a"][:, 0].reshape(-1, 1), "b": y["b"]}
-    history = model.fit(x, rank_two, batch_size=8, verbose=0,
-                        validation_data=(x, rank_two)).history
+    history = model.fit(x, rank_two, batch_size=8, verbose=0, validation_data=(x, rank_two)).history
     assert math.isfinite(history["a_loss"][0]) and math.isfinite(history["val_a_loss"][0])
 
 
@@ -404,12 +446,16 @@ def _class_weight_setup():
             [8], {"cls": keras_mtl.Head(2, activation="softmax"), "r": 1}
         )
 
-    compile_args = dict(optimizer=keras.optimizers.SGD(0.1),
-                        loss={"cls": "sparse_categorical_crossentropy", "r": "mse"})
+    compile_args = dict(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss={"cls": "sparse_categorical_crossentropy", "r": "mse"},
+    )
     class_weight = {"cls": {0: 1.0, 1: 5.0}}
     # The matching per-task sample weights: class_weight[label] for 'cls', 1 for 'r'.
-    w = {"cls": np.where(labels == 1, 5.0, 1.0).astype("float32"),
-         "r": np.ones(len(labels), "float32")}
+    w = {
+        "cls": np.where(labels == 1, 5.0, 1.0).astype("float32"),
+        "r": np.ones(len(labels), "float32"),
+    }
     return x, {"cls": labels, "r": reg}, make, compile_args, class_weight, w
 
 

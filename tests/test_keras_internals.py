@@ -28,8 +28,9 @@ def test_monitor_callbacks_read_direction_inside_metrics_lists():
 
 
 def test_seed_generators_are_found_through_flatten_layers():
-    model = keras_mtl.MultiTaskModel([4, 4], {"a": keras_mtl.Head(1, hidden_units=[3], dropout=0.5)},
-                                     trunk_dropout=0.5)
+    model = keras_mtl.MultiTaskModel(
+        [4, 4], {"a": keras_mtl.Head(1, hidden_units=[3], dropout=0.5)}, trunk_dropout=0.5
+    )
     model.build((None, 3))
     states = _keras_internals.seed_generator_states(model)
     assert len(states) == 3  # two trunk Dropout layers and one in the head
@@ -120,8 +121,9 @@ def test_fit_calls_the_made_train_function_with_a_tf_iterator_per_execution():
 
 
 def test_sublayers_come_from_flatten_layers_without_the_input_layer():
-    trunk = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d"),
-                              keras.layers.Dropout(0.1, name="drop")])
+    trunk = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2, name="d"), keras.layers.Dropout(0.1, name="drop")]
+    )
     assert [layer.name for layer in _keras_internals.sublayers(trunk)] == ["d", "drop"]
 
 

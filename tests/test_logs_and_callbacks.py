@@ -5,9 +5,9 @@ import os
 import keras
 import numpy as np
 import pytest
+from helpers import functional_twin, regression_data
 
 import keras_mtl
-from helpers import functional_twin, regression_data
 
 
 def _model_and_data():
@@ -50,8 +50,12 @@ def test_alternating_logs_add_update_counts_for_training_only():
 
 def test_alternating_task_loss_averages_over_steps_that_trained_it():
     model, x, y = _model_and_data()
-    model.compile(optimizer=keras.optimizers.SGD(0.0), mode="alternating",
-                  sampler={"y1": 1.0, "y2": 0.0}, **COMPILE)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        mode="alternating",
+        sampler={"y1": 1.0, "y2": 0.0},
+        **COMPILE,
+    )
     history = model.fit(x, y, batch_size=64, epochs=1, verbose=0).history
     expected = model.evaluate(x, y, return_dict=True, verbose=0)
     np.testing.assert_allclose(history["y1_loss"][0], expected["y1_loss"], rtol=1e-5)
@@ -79,9 +83,7 @@ def test_model_checkpoint_on_a_task_metric_keeps_the_best(tmp_path):
     model.fit(x, y, epochs=2, validation_data=(x, y), callbacks=[checkpoint], verbose=0)
     assert checkpoint.monitor_op == keras.ops.greater
     assert os.path.exists(path)
-    assert checkpoint.best == pytest.approx(
-        max(model.history.history["val_y2_accuracy"])
-    )
+    assert checkpoint.best == pytest.approx(max(model.history.history["val_y2_accuracy"]))
 
 
 def test_progress_bar_shows_every_task_loss(capsys):

@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 import pytest
+from helpers import assert_same_arrays, head_weights, optimizer_slots
 
 import keras_mtl
-from helpers import assert_same_arrays, head_weights, optimizer_slots
 
 
 def _data(n=64, seed=0):
@@ -19,9 +19,7 @@ def _data(n=64, seed=0):
 
 
 def _model():
-    return keras_mtl.MultiTaskModel(
-        [8], {"reg": 2, "cls": keras_mtl.Head(3, activation="softmax")}
-    )
+    return keras_mtl.MultiTaskModel([8], {"reg": 2, "cls": keras_mtl.Head(3, activation="softmax")})
 
 
 COMPILE = dict(
@@ -44,8 +42,9 @@ def test_nan_labels_are_excluded_from_loss_and_metrics():
     model = _model()
     model.compile(optimizer="adam", **COMPILE)
     masked = model.evaluate(x, _with_nan_rows(y, rows), batch_size=16, return_dict=True, verbose=0)
-    subset = model.evaluate(x[keep], {k: v[keep] for k, v in y.items()}, batch_size=16,
-                            return_dict=True, verbose=0)
+    subset = model.evaluate(
+        x[keep], {k: v[keep] for k, v in y.items()}, batch_size=16, return_dict=True, verbose=0
+    )
     for key in ("reg_loss", "reg_mae"):
         np.testing.assert_allclose(masked[key], subset[key], rtol=1e-5)
     full = model.evaluate(x, y, return_dict=True, verbose=0)
@@ -103,7 +102,9 @@ def test_alternating_never_trains_a_task_whose_labels_are_all_missing():
     assert history["reg_updates"] == [0.0, 0.0]
     assert history["cls_updates"] == [4.0, 4.0]
     assert_same_arrays(before, head_weights(model, "reg"), exact=True)
-    assert_same_arrays(slots, optimizer_slots(model.optimizer, model.heads["reg"].trainable_variables), exact=True)
+    assert_same_arrays(
+        slots, optimizer_slots(model.optimizer, model.heads["reg"].trainable_variables), exact=True
+    )
     assert np.isnan(history["reg_loss"]).all()  # no label seen: NaN, never a 0 "improvement"
 
 
@@ -136,8 +137,12 @@ def test_alternating_batch_without_any_label_makes_no_update():
 def test_alternating_chooses_only_among_tasks_present_in_the_batch():
     x, y = _data(n=64)
     model = _model()
-    model.compile(optimizer="adam", mode="alternating", seed=4, sampler={"reg": 0.9, "cls": 0.1}, **COMPILE)
-    history = model.fit(x, {"reg": None, "cls": y["cls"]}, batch_size=8, epochs=1, verbose=0).history
+    model.compile(
+        optimizer="adam", mode="alternating", seed=4, sampler={"reg": 0.9, "cls": 0.1}, **COMPILE
+    )
+    history = model.fit(
+        x, {"reg": None, "cls": y["cls"]}, batch_size=8, epochs=1, verbose=0
+    ).history
     assert history["cls_updates"] == [8.0] and history["reg_updates"] == [0.0]
 
 
@@ -150,7 +155,9 @@ def test_task_loss_ignores_batches_without_its_labels(mode):
     sampler = {"sampler": {"reg": 1.0, "cls": 0.0}} if mode == "alternating" else {}
     model.compile(optimizer=keras.optimizers.SGD(0.0), mode=mode, seed=0, **sampler, **COMPILE)
     history = model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0).history
-    first_half = model.evaluate(x[:16], {k: v[:16] for k, v in y.items()}, return_dict=True, verbose=0)
+    first_half = model.evaluate(
+        x[:16], {k: v[:16] for k, v in y.items()}, return_dict=True, verbose=0
+    )
     np.testing.assert_allclose(history["reg_loss"][0], first_half["reg_loss"], rtol=1e-5)
     if mode == "alternating":
         assert history["reg_updates"] == [2.0] and history["cls_updates"] == [2.0]

@@ -74,8 +74,15 @@ def test_p_outside_minus_one_one_raises(synthetic):
 def test_short_run_has_every_row_and_finite_losses(synthetic, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # the plot is skipped with a note
     p_values = (1.0, 0.5)
-    out = synthetic.main(p_values=p_values, seeds=(0,), num_train=64, num_test=32,
-                         epochs=1, batch_size=32, plot_path=str(tmp_path / "plot.png"))
+    out = synthetic.main(
+        p_values=p_values,
+        seeds=(0,),
+        num_train=64,
+        num_test=32,
+        epochs=1,
+        batch_size=32,
+        plot_path=str(tmp_path / "plot.png"),
+    )
     printed = capsys.readouterr().out
     assert "matplotlib is not installed" in printed
     assert not (tmp_path / "plot.png").exists()

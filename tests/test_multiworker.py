@@ -32,14 +32,27 @@ def _run_workers(case, tmp_path, timeout=240):
     procs = []
     try:
         for index in range(2):
-            env = dict(os.environ, TF_CONFIG=json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+            env = dict(
+                os.environ,
+                TF_CONFIG=json.dumps(
+                    {"cluster": cluster, "task": {"type": "worker", "index": index}}
+                ),
+            )
             env["PYTHONPATH"] = os.pathsep.join([HERE, env.get("PYTHONPATH", "")])
-            procs.append(subprocess.Popen(
-                [sys.executable, os.path.join(HERE, "multiworker_worker.py"), case,
-                 str(tmp_path / f"worker{index}.npz")],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        os.path.join(HERE, "multiworker_worker.py"),
+                        case,
+                        str(tmp_path / f"worker{index}.npz"),
+                    ],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
         outputs = [p.communicate(timeout=timeout)[0] for p in procs]
     finally:
         for p in procs:  # never leave a worker behind, whatever happened
@@ -48,8 +61,10 @@ def _run_workers(case, tmp_path, timeout=240):
                 p.wait()
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-3000:]
-    histories = [json.loads(next(l for l in out.splitlines() if l.startswith("HISTORY "))[8:])
-                 for out in outputs]
+    histories = [
+        json.loads(next(line for line in out.splitlines() if line.startswith("HISTORY "))[8:])
+        for out in outputs
+    ]
     weights = [np.load(tmp_path / f"worker{i}.npz") for i in range(2)]
     return [[w[f"arr_{i}"] for i in range(len(w.files))] for w in weights], histories
 

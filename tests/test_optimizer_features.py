@@ -1,15 +1,14 @@
 """Keras optimizer features that touch every variable: EMA, accumulation, LR callbacks."""
 
 import os
-import zipfile
 
 import h5py
 import keras
 import numpy as np
 import pytest
+from helpers import functional_twin, regression_data
 
 import keras_mtl
-from helpers import functional_twin, regression_data, twin_weights_match
 
 
 def _xy(n=64):
@@ -59,8 +58,11 @@ def test_ema_is_refused_in_alternating_mode(where):
 def test_shared_gradient_accumulation_is_refused_in_alternating_mode():
     model = keras_mtl.MultiTaskModel([8], {"a": 1, "b": 1})
     with pytest.raises(ValueError, match="gradient_accumulation_steps=2.*task_optimizers="):
-        model.compile(optimizer=keras.optimizers.SGD(gradient_accumulation_steps=2),
-                      loss="mse", mode="alternating")
+        model.compile(
+            optimizer=keras.optimizers.SGD(gradient_accumulation_steps=2),
+            loss="mse",
+            mode="alternating",
+        )
 
 
 def test_per_task_gradient_accumulation_counts_real_updates():
@@ -68,7 +70,10 @@ def test_per_task_gradient_accumulation_counts_real_updates():
     y = {"a": y["a"], "b": y["u"]}
     model = keras_mtl.MultiTaskModel([8], {"a": 1, "b": 1})
     model.compile(
-        loss="mse", mode="alternating", sampler="round_robin", seed=0,
+        loss="mse",
+        mode="alternating",
+        sampler="round_robin",
+        seed=0,
         task_optimizers={t: keras.optimizers.SGD(0.1, gradient_accumulation_steps=2) for t in "ab"},
     )
     model.build((None, x.shape[1]))
@@ -78,14 +83,19 @@ def test_per_task_gradient_accumulation_counts_real_updates():
     assert history["a_updates"] == [2.0] and history["b_updates"] == [2.0]
     for t in "ab":
         assert int(model.task_optimizers[t].iterations.numpy()) == 2
-        assert any(not np.array_equal(b, v.numpy()) for b, v in zip(heads[t], model.heads[t].weights))
+        assert any(
+            not np.array_equal(b, v.numpy()) for b, v in zip(heads[t], model.heads[t].weights)
+        )
 
 
 def test_shared_gradient_accumulation_with_one_trained_task_is_allowed():
     x, y = _xy(n=32)
     model = keras_mtl.MultiTaskModel([8], {"a": 1, "u": 1})
-    model.compile(optimizer=keras.optimizers.SGD(gradient_accumulation_steps=2),
-                  loss={"a": "mse", "u": None}, mode="alternating")
+    model.compile(
+        optimizer=keras.optimizers.SGD(gradient_accumulation_steps=2),
+        loss={"a": "mse", "u": None},
+        mode="alternating",
+    )
     history = model.fit(x, y, batch_size=8, verbose=0).history
     assert history["a_updates"] == [2.0]  # 4 steps, every second one applies
 
@@ -93,8 +103,13 @@ def test_shared_gradient_accumulation_with_one_trained_task_is_allowed():
 def _task_optimizer_model(order, schedule=False):
     model = keras_mtl.MultiTaskModel([6], {"a": 1, "b": 1})
     rates = {"a": 0.01, "b": 0.02}
-    model.compile(loss="mse", mode="alternating", sampler={"a": 1.0, "b": 0.0}, seed=0,
-                  task_optimizers={t: keras.optimizers.Adam(rates[t]) for t in order})
+    model.compile(
+        loss="mse",
+        mode="alternating",
+        sampler={"a": 1.0, "b": 0.0},
+        seed=0,
+        task_optimizers={t: keras.optimizers.Adam(rates[t]) for t in order},
+    )
     return model
 
 
@@ -109,9 +124,14 @@ def test_task_optimizer_states_are_saved_by_task_name(tmp_path):
     other = _task_optimizer_model("ba")  # the dict lists the tasks the other way
     other.build((None, x.shape[1]))
     other.load_weights(path)
-    assert {t: int(o.iterations.numpy()) for t, o in other.task_optimizers.items()} == {"a": 5, "b": 0}
+    assert {t: int(o.iterations.numpy()) for t, o in other.task_optimizers.items()} == {
+        "a": 5,
+        "b": 0,
+    }
     for t in "ab":
-        for ours, theirs in zip(model.task_optimizers[t].variables, other.task_optimizers[t].variables):
+        for ours, theirs in zip(
+            model.task_optimizers[t].variables, other.task_optimizers[t].variables
+        ):
             np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
 
     with h5py.File(path) as f:
@@ -130,10 +150,16 @@ def test_files_written_by_0_1_0_load_every_task_optimizer(name, kind):
         model = keras.models.load_model(os.path.join(data, f"{name}.keras"))
     else:
         shared = "adam" if name.endswith("task_optimizers") else keras.optimizers.Adam(0.005)
-        own = ({"a": keras.optimizers.Adam(0.01)} if "mixed" not in name else {})
+        own = {"a": keras.optimizers.Adam(0.01)} if "mixed" not in name else {}
         model = keras_mtl.MultiTaskModel([4], {"a": 1, "b": 1})
-        model.compile(optimizer=shared, loss="mse", mode="alternating", sampler="round_robin",
-                      task_optimizers={**own, "b": keras.optimizers.Adam(0.02)}, seed=3)
+        model.compile(
+            optimizer=shared,
+            loss="mse",
+            mode="alternating",
+            sampler="round_robin",
+            task_optimizers={**own, "b": keras.optimizers.Adam(0.02)},
+            seed=3,
+        )
         model.build((None, 3))
         model.load_weights(os.path.join(data, f"{name}.weights.h5"))
     for task, optimizer in model.task_optimizers.items():
@@ -157,9 +183,15 @@ def test_reduce_lr_on_plateau_lowers_every_optimizer_that_trains(own):
     x, y = _xy(n=32)
     y = {"a": y["a"], "b": y["u"]}
     model = keras_mtl.MultiTaskModel([6], {"a": 1, "b": 1})
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", mode="alternating",
-                  task_optimizers={t: keras.optimizers.SGD(0.04) for t in own})
-    reduce = keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1e9)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss="mse",
+        mode="alternating",
+        task_optimizers={t: keras.optimizers.SGD(0.04) for t in own},
+    )
+    reduce = keras.callbacks.ReduceLROnPlateau(
+        monitor="loss", factor=0.5, patience=0, min_delta=1e9
+    )
     model.fit(x, y, epochs=2, verbose=0, callbacks=[reduce])  # reduces once, after epoch 2
     rates = {t: _lr(o) for t, o in model.task_optimizers.items()}
     assert rates == pytest.approx({t: 0.02 for t in own})
@@ -171,8 +203,11 @@ def test_learning_rate_scheduler_sets_every_task_optimizer():
     x, y = _xy(n=32)
     y = {"a": y["a"], "b": y["u"]}
     model = keras_mtl.MultiTaskModel([6], {"a": 1, "b": 1})
-    model.compile(loss="mse", mode="alternating",
-                  task_optimizers={"a": keras.optimizers.Adam(0.01), "b": keras.optimizers.Adam(0.03)})
+    model.compile(
+        loss="mse",
+        mode="alternating",
+        task_optimizers={"a": keras.optimizers.Adam(0.01), "b": keras.optimizers.Adam(0.03)},
+    )
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr / 10.0)
     model.fit(x, y, epochs=2, verbose=0, callbacks=[schedule])
     assert _lr(model.task_optimizers["a"]) == pytest.approx(1e-4)
@@ -183,7 +218,7 @@ def test_setting_the_model_learning_rate_sets_every_optimizer():
     model = keras_mtl.MultiTaskModel([6], {"a": 1, "b": 1})
     model.compile(loss="mse", mode="alternating", task_optimizers={"a": "adam", "b": "sgd"})
     with pytest.raises(AttributeError, match="different learning rates"):
-        model.optimizer.learning_rate
+        _ = model.optimizer.learning_rate
     model.optimizer.learning_rate = 0.003
     assert model.optimizer.learning_rate == pytest.approx(0.003)
     assert [_lr(o) for o in model.optimizer.optimizers] == pytest.approx([0.003, 0.003])

@@ -7,11 +7,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import assert_same_arrays, optimizer_slots
 
 import keras_mtl
 from keras_mtl import training
-from helpers import assert_same_arrays
-from helpers import optimizer_slots
 
 
 @keras.saving.register_keras_serializable(package="tests_per_task")
@@ -21,13 +20,17 @@ class CrossStitch(keras.layers.Layer):
 
     def build(self, input_shape):
         self.alpha = self.add_weight(
-            shape=(2, 2), name="alpha",
+            shape=(2, 2),
+            name="alpha",
             initializer=keras.initializers.Constant([[0.9, 0.1], [0.1, 0.9]]),
         )
 
     def call(self, inputs):
         a, b = inputs
-        return [self.alpha[0, 0] * a + self.alpha[0, 1] * b, self.alpha[1, 0] * a + self.alpha[1, 1] * b]
+        return [
+            self.alpha[0, 0] * a + self.alpha[0, 1] * b,
+            self.alpha[1, 0] * a + self.alpha[1, 1] * b,
+        ]
 
     def compute_output_shape(self, input_shape):
         return list(input_shape)
@@ -48,7 +51,9 @@ def cross_stitch_trunk():
 
 
 def towers_model():
-    return keras_mtl.MultiTaskModel(cross_stitch_trunk(), {"a": 1, "b": keras_mtl.Head(3, activation="softmax")})
+    return keras_mtl.MultiTaskModel(
+        cross_stitch_trunk(), {"a": 1, "b": keras_mtl.Head(3, activation="softmax")}
+    )
 
 
 LOSS = {"a": "mse", "b": "sparse_categorical_crossentropy"}
@@ -61,45 +66,87 @@ def data(n=48, seed=0):
 
 
 def _paths(variables):
-    return sorted(v.path.split("/", 1)[-1] if v.path.startswith("multi_task_model") else v.path
-                  for v in variables)
+    return sorted(
+        v.path.split("/", 1)[-1] if v.path.startswith("multi_task_model") else v.path
+        for v in variables
+    )
 
 
 def test_task_variables_of_a_cross_stitch_trunk_come_from_its_structure():
     model = towers_model()
     model.build((None, 6))
     assert model.per_task_trunk
-    assert _paths(model.task_variables("a")) == sorted([
-        "a_1/kernel", "a_1/bias", "a_bn/gamma", "a_bn/beta", "b_1/kernel", "b_1/bias",
-        "stitch/alpha", "a_2/kernel", "a_2/bias", "a/output/kernel", "a/output/bias"])
-    assert _paths(model.task_variables("b")) == sorted([
-        "a_1/kernel", "a_1/bias", "a_bn/gamma", "a_bn/beta", "b_1/kernel", "b_1/bias",
-        "stitch/alpha", "b_2/kernel", "b_2/bias", "b_bn/gamma", "b_bn/beta",
-        "b/output/kernel", "b/output/bias"])
+    assert _paths(model.task_variables("a")) == sorted(
+        [
+            "a_1/kernel",
+            "a_1/bias",
+            "a_bn/gamma",
+            "a_bn/beta",
+            "b_1/kernel",
+            "b_1/bias",
+            "stitch/alpha",
+            "a_2/kernel",
+            "a_2/bias",
+            "a/output/kernel",
+            "a/output/bias",
+        ]
+    )
+    assert _paths(model.task_variables("b")) == sorted(
+        [
+            "a_1/kernel",
+            "a_1/bias",
+            "a_bn/gamma",
+            "a_bn/beta",
+            "b_1/kernel",
+            "b_1/bias",
+            "stitch/alpha",
+            "b_2/kernel",
+            "b_2/bias",
+            "b_bn/gamma",
+            "b_bn/beta",
+            "b/output/kernel",
+            "b/output/bias",
+        ]
+    )
 
 
 def test_a_trunk_dict_must_be_keyed_by_the_tasks():
     inputs = keras.Input((3,))
-    trunk = keras.Model(inputs, {"a": keras.layers.Dense(2)(inputs), "c": keras.layers.Dense(2)(inputs)})
+    trunk = keras.Model(
+        inputs, {"a": keras.layers.Dense(2)(inputs), "c": keras.layers.Dense(2)(inputs)}
+    )
     model = keras_mtl.MultiTaskModel(trunk, {"a": 1, "b": 1})
-    with pytest.raises(ValueError, match=r"keys \['a', 'c'\] \(missing: \['b'\]\) \(not tasks: \['c'\]\)"):
+    with pytest.raises(
+        ValueError, match=r"keys \['a', 'c'\] \(missing: \['b'\]\) \(not tasks: \['c'\]\)"
+    ):
         model.build((None, 3))
 
 
 def _all_state(model):
-    return {id(v): v for v in model.trunk.weights + [w for h in model.heads.values() for w in h.weights]}
+    return {
+        id(v): v for v in model.trunk.weights + [w for h in model.heads.values() for w in h.weights]
+    }
 
 
 @pytest.mark.parametrize("task_optimizers", [False, True])
-def test_an_alternating_step_leaves_every_variable_its_task_does_not_use_bit_identical(task_optimizers):
+def test_an_alternating_step_leaves_every_variable_its_task_does_not_use_bit_identical(
+    task_optimizers,
+):
     """Structural check: after a step of task t, every trunk/head variable
     (weights and moving statistics) that t's output does not depend on, and
     its optimizer slots, are exactly as before; t's own variables moved."""
     x, y = data()
     model = towers_model()
-    model.compile(optimizer="adam", loss=LOSS, mode="alternating", sampler="round_robin", seed=0,
-                  task_optimizers={"a": keras.optimizers.Adam(), "b": keras.optimizers.Adam()}
-                  if task_optimizers else None)
+    model.compile(
+        optimizer="adam",
+        loss=LOSS,
+        mode="alternating",
+        sampler="round_robin",
+        seed=0,
+        task_optimizers={"a": keras.optimizers.Adam(), "b": keras.optimizers.Adam()}
+        if task_optimizers
+        else None,
+    )
 
     def step(rows):
         model.train_on_batch(x[rows], {t: v[rows] for t, v in y.items()})
@@ -119,8 +166,11 @@ def test_an_alternating_step_leaves_every_variable_its_task_does_not_use_bit_ide
         step(rows)
         assert_same_arrays([v.numpy() for v in outside], before)
         assert_same_arrays(optimizer_slots(other, outside_trainable), slots)
-        assert all(np.any(v.numpy() != b) for v, b in zip(model.task_variables(task), own)
-                   if "gamma" not in v.path and "beta" not in v.path)
+        assert all(
+            np.any(v.numpy() != b)
+            for v, b in zip(model.task_variables(task), own)
+            if "gamma" not in v.path and "beta" not in v.path
+        )
 
 
 def _functional_twin(model):
@@ -143,13 +193,15 @@ def test_joint_with_a_per_task_trunk_equals_the_functional_model_step_for_step()
     twin = _functional_twin(model)
     model.compile(optimizer="adam", loss=LOSS, loss_weights={"a": 1.0, "b": 2.0})
     twin.compile(optimizer="adam", loss=LOSS, loss_weights={"a": 1.0, "b": 2.0})
-    for epoch in range(2):
+    for _epoch in range(2):
         for start in range(0, 48, 16):
             rows = slice(start, start + 16)
             model.train_on_batch(x[rows], {t: v[rows] for t, v in y.items()})
             twin.train_on_batch(x[rows], {t: v[rows] for t, v in y.items()})
     for task in ("a", "b"):
-        np.testing.assert_allclose(model.predict(x, verbose=0)[task], twin.predict(x, verbose=0)[task], atol=1e-5)
+        np.testing.assert_allclose(
+            model.predict(x, verbose=0)[task], twin.predict(x, verbose=0)[task], atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("mode", ["joint", "alternating"])
@@ -193,8 +245,17 @@ def test_gradient_weighting_combines_only_the_shared_variables():
     history = model.fit(x, y, epochs=2, batch_size=16, verbose=0).history
     assert np.isfinite(history["loss"]).all()
     shared, own = training.shared_and_own_variables(model)
-    assert _paths(shared) == sorted(["a_1/kernel", "a_1/bias", "a_bn/gamma", "a_bn/beta", "b_1/kernel",
-                                     "b_1/bias", "stitch/alpha"])
+    assert _paths(shared) == sorted(
+        [
+            "a_1/kernel",
+            "a_1/bias",
+            "a_bn/gamma",
+            "a_bn/beta",
+            "b_1/kernel",
+            "b_1/bias",
+            "stitch/alpha",
+        ]
+    )
     assert "a_2/kernel" in _paths(own) and "b/output/kernel" in _paths(own)
     model.compile(optimizer="adam", loss=LOSS, weighting=keras_mtl.weighting.MGDA())
     with pytest.raises(ValueError, match="gradients='parameters'"):
@@ -203,10 +264,14 @@ def test_gradient_weighting_combines_only_the_shared_variables():
 
 def test_gradient_weighting_with_nothing_shared_is_refused():
     inputs = keras.Input((3,))
-    trunk = keras.Model(inputs, {"a": keras.layers.Dense(2)(inputs), "b": keras.layers.Dense(2)(inputs)})
+    trunk = keras.Model(
+        inputs, {"a": keras.layers.Dense(2)(inputs), "b": keras.layers.Dense(2)(inputs)}
+    )
     model = keras_mtl.MultiTaskModel(trunk, {"a": 1, "b": 1})
     model.compile(optimizer="adam", loss="mse", weighting=keras_mtl.weighting.PCGrad())
-    with pytest.raises(ValueError, match="no trainable variable of this model is used by two trained tasks"):
+    with pytest.raises(
+        ValueError, match="no trainable variable of this model is used by two trained tasks"
+    ):
         model.fit(np.ones((4, 3)), {"a": np.ones((4, 1)), "b": np.ones((4, 1))}, verbose=0)
 
 
@@ -214,7 +279,8 @@ def _train_towers(strategy, mode):
     keras.utils.set_random_seed(0)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = keras_mtl.MultiTaskModel(
-            keras.Model(*_no_bn_towers()), {"a": 1, "b": keras_mtl.Head(3, activation="softmax")})
+            keras.Model(*_no_bn_towers()), {"a": 1, "b": keras_mtl.Head(3, activation="softmax")}
+        )
         model.compile(optimizer="adam", loss=LOSS, mode=mode, seed=2)
     x, y = data(n=64)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
@@ -233,8 +299,12 @@ def _no_bn_towers():
 def test_mirrored_training_with_a_per_task_trunk_equals_single_device(mirrored_strategy, mode):
     single, single_logs = _train_towers(None, mode)
     mirrored, mirrored_logs = _train_towers(mirrored_strategy, mode)
-    assert_same_arrays([v.numpy() for v in mirrored.trainable_weights],
-                       [v.numpy() for v in single.trainable_weights], exact=False, atol=1e-5)
+    assert_same_arrays(
+        [v.numpy() for v in mirrored.trainable_weights],
+        [v.numpy() for v in single.trainable_weights],
+        exact=False,
+        atol=1e-5,
+    )
     for key in single_logs:
         np.testing.assert_allclose(mirrored_logs[key], single_logs[key], rtol=1e-4, err_msg=key)
 

@@ -41,8 +41,10 @@ def test_plot_history_draws_train_and_validation_loss_per_task():
     fig = keras_mtl.plot_history(JOINT_LOGS)
     assert [ax.get_title() for ax in fig.axes] == ["y1", "y2"]
     y1, y2 = fig.axes
-    assert _curves(y1) == {"train": ([1, 2, 3], [3.0, 2.0, 1.0]),
-                           "validation": ([1, 2, 3], [4.0, 3.0, 2.0])}
+    assert _curves(y1) == {
+        "train": ([1, 2, 3], [3.0, 2.0, 1.0]),
+        "validation": ([1, 2, 3], [4.0, 3.0, 2.0]),
+    }
     assert _curves(y2)["validation"] == ([1, 2, 3], [2.5, 2.4, 2.3])
 
 
@@ -64,8 +66,13 @@ def test_plot_history_adds_a_row_of_update_shares_in_alternating_mode():
 
 def test_plot_history_leaves_a_gap_where_alternating_never_trained_the_task():
     # y1 had no update in epoch 3, so its logged loss 0.0 is not a measurement.
-    logs = {"loss": [1.0, 1.0, 1.0], "y1_loss": [3.0, 2.0, 0.0], "y2_loss": [1.0, 1.0, 1.0],
-            "y1_updates": [2.0, 1.0, 0.0], "y2_updates": [2.0, 3.0, 4.0]}
+    logs = {
+        "loss": [1.0, 1.0, 1.0],
+        "y1_loss": [3.0, 2.0, 0.0],
+        "y2_loss": [1.0, 1.0, 1.0],
+        "y1_updates": [2.0, 1.0, 0.0],
+        "y2_updates": [2.0, 3.0, 4.0],
+    }
     fig = keras_mtl.plot_history(logs)
     train = _curves(fig.axes[0])["train"][1]
     assert train[:2] == [3.0, 2.0] and math.isnan(train[2])
@@ -76,8 +83,11 @@ def test_plot_history_uses_the_models_tasks_from_a_fit_history():
     y = {"y1": x.sum(1), "y2": x[:, 0]}
     model = keras_mtl.MultiTaskModel([4], {"y1": 1, "y2": 1})
     # A metric whose name ends in "_loss" logs "y1_sq_loss", which is not a task.
-    model.compile(optimizer="adam", loss="mse",
-                  metrics={"y1": [keras.metrics.MeanSquaredError(name="sq_loss")]})
+    model.compile(
+        optimizer="adam",
+        loss="mse",
+        metrics={"y1": [keras.metrics.MeanSquaredError(name="sq_loss")]},
+    )
     history = model.fit(x, y, epochs=2, batch_size=16, validation_data=(x, y), verbose=0)
     assert "y1_sq_loss" in history.history
     fig = keras_mtl.plot_history(history)

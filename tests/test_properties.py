@@ -6,11 +6,11 @@ import tempfile
 import keras
 import numpy as np
 import pytest
+from helpers import assert_same_arrays, head_weights
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import keras_mtl
-from helpers import assert_same_arrays, head_weights
 
 
 @st.composite
@@ -20,9 +20,11 @@ def configurations(draw):
     sampler = None
     if mode == "alternating":
         kind = draw(st.sampled_from(["uniform", "round_robin", "fixed"]))
-        sampler = kind if kind != "fixed" else {
-            f"t{i}": draw(st.floats(0.05, 1.0)) for i in range(n_tasks)
-        }
+        sampler = (
+            kind
+            if kind != "fixed"
+            else {f"t{i}": draw(st.floats(0.05, 1.0)) for i in range(n_tasks)}
+        )
     return dict(
         trunk_units=draw(st.lists(st.integers(1, 8), min_size=1, max_size=2)),
         units=[draw(st.integers(1, 4)) for _ in range(n_tasks)],
@@ -52,14 +54,25 @@ def _build(config):
             targets[name] = rng.normal(size=(config["n"], units)).astype("float32")
     keras.utils.set_random_seed(0)
     model = keras_mtl.MultiTaskModel(config["trunk_units"], heads)
-    model.compile(optimizer="adam", loss=losses, mode=config["mode"], sampler=config["sampler"],
-                  steps_per_execution=config["steps_per_execution"], seed=config["seed"])
+    model.compile(
+        optimizer="adam",
+        loss=losses,
+        mode=config["mode"],
+        sampler=config["sampler"],
+        steps_per_execution=config["steps_per_execution"],
+        seed=config["seed"],
+    )
     return model, x, targets
 
 
 @pytest.mark.slow
-@settings(max_examples=12, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(configurations())
 def test_random_configurations_keep_the_invariants(config):
     model, x, y = _build(config)

@@ -35,7 +35,10 @@ def test_proportional_matches_model_garden_published_case():
     np.testing.assert_allclose(cumulative, [0.0714, 0.3571, 1.0], atol=1e-4)
 
 
-@pytest.mark.parametrize("alpha, expected", [(1.0, [0.25, 0.75]), (0.0, [0.5, 0.5]), (0.5, [1 / (1 + 3**0.5), 3**0.5 / (1 + 3**0.5)])])
+@pytest.mark.parametrize(
+    "alpha, expected",
+    [(1.0, [0.25, 0.75]), (0.0, [0.5, 0.5]), (0.5, [1 / (1 + 3**0.5), 3**0.5 / (1 + 3**0.5)])],
+)
 def test_proportional_alpha_flattens_toward_uniform(alpha, expected):
     s = samplers.Proportional({"a": 100, "b": 300}, alpha=alpha)
     np.testing.assert_allclose(_probs(s, "ab"), expected, rtol=1e-5)
@@ -50,7 +53,9 @@ def test_annealed_goes_from_proportional_to_final_alpha():
     assert float(s.alpha(1000)) == pytest.approx(0.2)  # clipped after total_steps
     np.testing.assert_allclose(s.probabilities(0).numpy(), [0.2, 0.8], rtol=1e-5)
     end = 4**0.2
-    np.testing.assert_allclose(s.probabilities(100).numpy(), [1 / (1 + end), end / (1 + end)], rtol=1e-5)
+    np.testing.assert_allclose(
+        s.probabilities(100).numpy(), [1 / (1 + end), end / (1 + end)], rtol=1e-5
+    )
 
 
 def test_annealed_per_epoch_schedule_follows_the_paper():
@@ -104,8 +109,13 @@ def test_draws_are_the_same_under_xla():
 
 
 def test_draws_renormalize_over_available_tasks():
-    draws = _draws(samplers.Fixed({"a": 0.98, "b": 0.01, "c": 0.01}), "abc", 300, seed=1,
-                   available=tf.constant([False, True, True]))
+    draws = _draws(
+        samplers.Fixed({"a": 0.98, "b": 0.01, "c": 0.01}),
+        "abc",
+        300,
+        seed=1,
+        available=tf.constant([False, True, True]),
+    )
     assert set(np.unique(draws)) == {1, 2}
 
 
@@ -115,7 +125,9 @@ def test_draw_is_none_when_no_task_is_available():
 
 
 def test_round_robin_falls_back_to_available_tasks():
-    draws = _draws(samplers.RoundRobin(), "abc", 30, seed=1, available=tf.constant([True, False, True]))
+    draws = _draws(
+        samplers.RoundRobin(), "abc", 30, seed=1, available=tf.constant([True, False, True])
+    )
     assert 1 not in draws
     assert draws[0] == 0 and draws[2] == 2  # scheduled tasks that are available
 
@@ -129,7 +141,10 @@ def test_round_robin_falls_back_to_available_tasks():
         (lambda: samplers.Proportional({"a": 0, "b": 3}), "> 0 for every task.*'a'"),
         (lambda: samplers.Proportional({"a": 1, "b": 3}, alpha=-0.5), "alpha"),
         (lambda: samplers.Annealed({"a": 1, "b": 3}, total_steps=0), "total_steps"),
-        (lambda: samplers.Annealed({"a": 1, "b": 3}, total_steps=10, final_alpha=2.0), "final_alpha"),
+        (
+            lambda: samplers.Annealed({"a": 1, "b": 3}, total_steps=10, final_alpha=2.0),
+            "final_alpha",
+        ),
     ],
 )
 def test_bad_sampler_arguments_raise_at_construction(make, message):
@@ -179,7 +194,9 @@ def test_user_subclass_drives_alternating_training():
     x = rng.random((40, 3)).astype("float32")
     y = {"a": x.sum(1), "b": x.prod(1)}
     model = keras_mtl.MultiTaskModel([4], {"a": 1, "b": 1})
-    model.compile(optimizer="sgd", loss="mse", mode="alternating", sampler=OnlyFirstTask(until=5), seed=0)
+    model.compile(
+        optimizer="sgd", loss="mse", mode="alternating", sampler=OnlyFirstTask(until=5), seed=0
+    )
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0).history
     assert model.task_sequence(5) == ["a"] * 5
     assert history["a_updates"][0] >= 5
@@ -187,15 +204,18 @@ def test_user_subclass_drives_alternating_training():
 
 
 def test_samplers_round_trip_through_keras_serialization():
-    for s in [samplers.Uniform(), samplers.RoundRobin(), samplers.Fixed({"a": 1, "b": 2}),
-              samplers.Proportional({"a": 1, "b": 2}, alpha=0.5),
-              samplers.Annealed({"a": 1, "b": 2}, total_steps=10, steps_per_epoch=5), OnlyFirstTask(3)]:
+    for s in [
+        samplers.Uniform(),
+        samplers.RoundRobin(),
+        samplers.Fixed({"a": 1, "b": 2}),
+        samplers.Proportional({"a": 1, "b": 2}, alpha=0.5),
+        samplers.Annealed({"a": 1, "b": 2}, total_steps=10, steps_per_epoch=5),
+        OnlyFirstTask(3),
+    ]:
         restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(s))
         assert type(restored) is type(s)
         assert restored.get_config() == s.get_config()
-        np.testing.assert_array_equal(
-            _probs(restored, ["a", "b"], 7), _probs(s, ["a", "b"], 7)
-        )
+        np.testing.assert_array_equal(_probs(restored, ["a", "b"], 7), _probs(s, ["a", "b"], 7))
 
 
 # A sampler built from a dict names its tasks: unbound, it acts as bound to
@@ -213,8 +233,11 @@ def test_dict_sampler_works_unbound_on_its_dict_tasks(sampler, tasks, expected):
     assert sampler.task_names == tasks and sampler.num_tasks == 2
     np.testing.assert_allclose(sampler.probabilities(0), expected, rtol=1e-6)
     np.testing.assert_allclose(sampler.probabilities(tf.constant(0, tf.int64)), expected, rtol=1e-6)
-    unbound = tf.map_fn(lambda step: sampler.sample(step, 3), tf.range(50, dtype=tf.int64),
-                        fn_output_signature=tf.int32).numpy()
+    unbound = tf.map_fn(
+        lambda step: sampler.sample(step, 3),
+        tf.range(50, dtype=tf.int64),
+        fn_output_signature=tf.int32,
+    ).numpy()
     np.testing.assert_array_equal(unbound, _draws(sampler, tasks, 50, seed=3))
     assert set(unbound) == {0, 1}
 
@@ -233,7 +256,11 @@ def test_dict_sampler_bound_to_another_order_follows_the_binding():
 @pytest.mark.parametrize("make", [samplers.Uniform, samplers.RoundRobin, lambda: OnlyFirstTask(2)])
 def test_sampler_without_task_arguments_must_be_bound(make):
     sampler = make()
-    for use in [lambda: sampler.task_names, lambda: sampler.num_tasks,
-                lambda: sampler.probabilities(0), lambda: sampler.sample(0, 1)]:
+    for use in [
+        lambda: sampler.task_names,
+        lambda: sampler.num_tasks,
+        lambda: sampler.probabilities(0),
+        lambda: sampler.sample(0, 1),
+    ]:
         with pytest.raises(ValueError, match="not bound to tasks yet"):
             use()

@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import assert_same_arrays
 
 import keras_mtl
-from helpers import assert_same_arrays
 
 
 @keras.saving.register_keras_serializable(package="tests_saving")
@@ -28,14 +28,17 @@ class EveryThird(keras_mtl.samplers.Sampler):
 def _data(n=48, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.random((n, 6)).astype("float32")
-    y = {"a": np.stack([x.sum(1), x[:, 0]], 1).astype("float32"),
-         "b": (x[:, 1] * 2.99).astype("int32")}
+    y = {
+        "a": np.stack([x.sum(1), x[:, 0]], 1).astype("float32"),
+        "b": (x[:, 1] * 2.99).astype("int32"),
+    }
     return x, y
 
 
 def _model():
     return keras_mtl.MultiTaskModel(
-        [12, 8], {"a": 2, "b": keras_mtl.Head(3, activation="softmax", hidden_units=[6], dropout=0.1)},
+        [12, 8],
+        {"a": 2, "b": keras_mtl.Head(3, activation="softmax", hidden_units=[6], dropout=0.1)},
         trunk_activation="tanh",
     )
 
@@ -43,8 +46,12 @@ def _model():
 CONFIGS = {
     "joint": dict(mode="joint", loss_weights={"a": 0.5, "b": 2.0}),
     "alternating": dict(mode="alternating", sampler={"a": 0.3, "b": 0.7}, seed=5),
-    "task_optimizers": dict(mode="alternating", sampler=EveryThird(), seed=6,
-                            task_optimizers={"a": keras.optimizers.Adam(0.01), "b": "rmsprop"}),
+    "task_optimizers": dict(
+        mode="alternating",
+        sampler=EveryThird(),
+        seed=6,
+        task_optimizers={"a": keras.optimizers.Adam(0.01), "b": "rmsprop"},
+    ),
 }
 
 
@@ -52,9 +59,12 @@ def _compile(model, name):
     config = dict(CONFIGS[name])
     if "task_optimizers" in config:  # fresh optimizer instances per model
         config["task_optimizers"] = {"a": keras.optimizers.Adam(0.01), "b": "rmsprop"}
-    model.compile(optimizer=keras.optimizers.Adam(0.005),
-                  loss={"a": "mse", "b": "sparse_categorical_crossentropy"},
-                  metrics={"b": ["accuracy"]}, **config)
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.005),
+        loss={"a": "mse", "b": "sparse_categorical_crossentropy"},
+        metrics={"b": ["accuracy"]},
+        **config,
+    )
 
 
 def _trainable(model):
@@ -104,7 +114,9 @@ def test_loaded_model_keeps_architecture_and_compile_state(tmp_path):
     for task in ("a", "b"):
         ours, theirs = model.task_optimizers[task], loaded.task_optimizers[task]
         assert type(ours) is type(theirs)
-        assert_same_arrays([v.numpy() for v in ours.variables], [v.numpy() for v in theirs.variables])
+        assert_same_arrays(
+            [v.numpy() for v in ours.variables], [v.numpy() for v in theirs.variables]
+        )
     np.testing.assert_allclose(
         loaded.predict(x, verbose=0)["b"], model.predict(x, verbose=0)["b"], atol=1e-6
     )
@@ -156,14 +168,28 @@ def test_backup_and_restore_resumes_exactly(name, tmp_path):
     crashed = _model()
     _compile(crashed, name)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        crashed.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0,
-                    callbacks=[backup, _Interrupt(epoch=2, batch=3)])
+        crashed.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=4,
+            shuffle=False,
+            verbose=0,
+            callbacks=[backup, _Interrupt(epoch=2, batch=3)],
+        )
 
     keras.utils.set_random_seed(99)  # a new process: different initial weights
     resumed = _model()
     _compile(resumed, name)
-    history = resumed.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0,
-                          callbacks=[keras.callbacks.BackupAndRestore(os.path.join(tmp_path, "backup"))])
+    history = resumed.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=4,
+        shuffle=False,
+        verbose=0,
+        callbacks=[keras.callbacks.BackupAndRestore(os.path.join(tmp_path, "backup"))],
+    )
     assert len(history.history["loss"]) == 2  # epochs 3 and 4 only
     assert_same_arrays(_trainable(resumed), _trainable(reference), exact=False, atol=1e-5)
     assert int(resumed.step_counter.numpy()) == 24
@@ -180,8 +206,15 @@ def test_weights_checkpoint_restores_optimizers_and_step(tmp_path):
     keras.utils.set_random_seed(0)
     first = _model()
     _compile(first, "task_optimizers")
-    first.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0,
-              callbacks=[keras.callbacks.ModelCheckpoint(path, save_weights_only=True)])
+    first.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[keras.callbacks.ModelCheckpoint(path, save_weights_only=True)],
+    )
 
     restored = _model()
     _compile(restored, "task_optimizers")
@@ -221,7 +254,10 @@ def test_weighting_state_of_a_0_1_0_file_loads_and_saves_under_a_public_name(tmp
 
     path = os.path.join(tmp_path, "again.keras")
     model.save(path)
-    with zipfile.ZipFile(path) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as f:
+    with (
+        zipfile.ZipFile(path) as archive,
+        h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as f,
+    ):
         groups = []
         f.visit(groups.append)
     assert "weighting" in groups and not any(g.startswith("_") for g in groups)

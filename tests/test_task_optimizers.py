@@ -3,10 +3,9 @@
 import keras
 import numpy as np
 import pytest
+from helpers import regression_data, seed_model
 
 import keras_mtl
-
-from helpers import regression_data, seed_model
 
 
 def test_schedule_per_task_advances_only_on_that_task_updates():
@@ -14,8 +13,11 @@ def test_schedule_per_task_advances_only_on_that_task_updates():
     schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
     model = seed_model()
     model.compile(
-        optimizer=keras.optimizers.SGD(0.01), loss="mse", mode="alternating",
-        sampler={"y1": 0.75, "y2": 0.25}, seed=3,
+        optimizer=keras.optimizers.SGD(0.01),
+        loss="mse",
+        mode="alternating",
+        sampler={"y1": 0.75, "y2": 0.25},
+        seed=3,
         task_optimizers={"y1": schedule, "y2": "adam"},
     )
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0).history
@@ -32,8 +34,13 @@ def test_tasks_without_own_optimizer_share_the_model_optimizer():
     x, y = regression_data(n=32)
     model = seed_model()
     shared = keras.optimizers.Adam()
-    model.compile(optimizer=shared, loss="mse", mode="alternating", seed=1,
-                  task_optimizers={"y1": keras.optimizers.SGD(0.01)})
+    model.compile(
+        optimizer=shared,
+        loss="mse",
+        mode="alternating",
+        seed=1,
+        task_optimizers={"y1": keras.optimizers.SGD(0.01)},
+    )
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0).history
     assert list(model.optimizer.optimizers) == [shared, model.task_optimizers["y1"]]
     assert int(shared.iterations.numpy()) == history["y2_updates"][0]
@@ -50,7 +57,9 @@ def test_every_task_with_its_own_optimizer_leaves_no_shared_one():
 def test_task_optimizer_for_an_untrained_task_is_rejected():
     model = seed_model()
     with pytest.raises(ValueError, match="'y2'.*loss is None"):
-        model.compile(loss={"y1": "mse", "y2": None}, mode="alternating", task_optimizers={"y2": "adam"})
+        model.compile(
+            loss={"y1": "mse", "y2": None}, mode="alternating", task_optimizers={"y2": "adam"}
+        )
 
 
 def test_bad_task_optimizer_is_rejected():

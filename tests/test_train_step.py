@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import regression_data
 
 import keras_mtl
-from helpers import regression_data
 
 
 class LoggingModel(keras_mtl.MultiTaskModel):
@@ -34,7 +34,7 @@ class FrozenStep(keras_mtl.MultiTaskModel):
     """A whole step of its own that never calls super(): no update at all."""
 
     def train_step(self, data):
-        x, y = data[0], data[1]
+        x = data[0]
         y_pred = self(x, training=False)
         return {"a_mean": tf.reduce_mean(y_pred["y1"])}
 

@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mtl import _random
-from keras_mtl import _solvers
-from keras_mtl import weighting
+from keras_mtl import _random, _solvers, weighting
 
 
 def _context(step=0, seed=0, epoch_start=False):
@@ -178,9 +176,11 @@ def test_mgda_three_tasks_matches_brute_force_over_the_simplex(name):
 
 # Task 0's gradient is ~100x the others': Frank-Wolfe (100 iterations) gave
 # w = [0.009048, 0.042319, 0.948633] and min_t g_t . d = -5.85e-5.
-MGDA_NORMS_100X = [[-0.193, 0.497, 0.419, -0.735],
-                   [-0.00453, 0.00397, 0.00091, -0.00793],
-                   [0.00198, -0.00491, -0.00437, 0.00728]]
+MGDA_NORMS_100X = [
+    [-0.193, 0.497, 0.419, -0.735],
+    [-0.00453, 0.00397, 0.00091, -0.00793],
+    [0.00198, -0.00491, -0.00437, 0.00728],
+]
 
 
 def test_mgda_is_exact_when_norms_differ_100x():
@@ -217,13 +217,16 @@ def test_mgda_matches_the_exact_min_norm_point_at_any_norm_ratio(ratio):
         np.testing.assert_allclose(c.numpy(), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("grads", [
-    [[1.0, 2.0], [1.0, 2.0], [-2.0, 1.0]],  # duplicates
-    [[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [-1.0, 0.5, 1.0]],  # a zero gradient
-    [[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]],  # opposite: Pareto-stationary
-    [[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]],  # collinear
-    [[1.0, 0.2], [-0.3, 1.0], [0.5, 0.5], [-1.0, -1.0], [2.0, -0.1]],  # T > dimension + 1
-])
+@pytest.mark.parametrize(
+    "grads",
+    [
+        [[1.0, 2.0], [1.0, 2.0], [-2.0, 1.0]],  # duplicates
+        [[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [-1.0, 0.5, 1.0]],  # a zero gradient
+        [[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]],  # opposite: Pareto-stationary
+        [[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]],  # collinear
+        [[1.0, 0.2], [-0.3, 1.0], [0.5, 0.5], [-1.0, -1.0], [2.0, -0.1]],  # T > dimension + 1
+    ],
+)
 def test_mgda_degenerate_gradients_give_the_min_norm_point(grads):
     g = np.array(grads)
     w = _solvers.min_norm_weights(tf.constant(g @ g.T), len(g), 100).numpy()
@@ -362,12 +365,15 @@ def test_upgrad_matches_the_exact_projections_at_any_norm_ratio(ratio):
         assert np.all(g @ d >= -1e-9 * norms * np.linalg.norm(d)), seed
 
 
-@pytest.mark.parametrize("grads", [
-    [[1.0, 2.0], [1.0, 2.0], [-2.0, 0.5]],  # duplicates
-    [[1.0, 0.0], [-1.0, 0.1], [-1.0, 0.1]],  # duplicates, both conflicting
-    [[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [-1.0, 0.5, 1.0]],  # a zero gradient
-    [[1.0, 0.0], [0.0, 1.0], [-1.0, -0.5], [0.3, -1.0]],  # more tasks than dimensions
-])
+@pytest.mark.parametrize(
+    "grads",
+    [
+        [[1.0, 2.0], [1.0, 2.0], [-2.0, 0.5]],  # duplicates
+        [[1.0, 0.0], [-1.0, 0.1], [-1.0, 0.1]],  # duplicates, both conflicting
+        [[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [-1.0, 0.5, 1.0]],  # a zero gradient
+        [[1.0, 0.0], [0.0, 1.0], [-1.0, -0.5], [0.3, -1.0]],  # more tasks than dimensions
+    ],
+)
 def test_upgrad_degenerate_gradients_give_the_exact_projections(grads):
     g = np.array(grads)
     v = _solvers.dual_cone_weights(tf.constant(g @ g.T), len(g), 5 * len(g)).numpy()
@@ -383,8 +389,10 @@ def test_exact_solvers_under_xla_match_the_references():
 
     @tf.function(jit_compile=True)
     def solve(mgda_gram, upgrad_gram):
-        return (_solvers.min_norm_weights(mgda_gram, 3, 100),
-                _solvers.dual_cone_weights(upgrad_gram, 2, 10))
+        return (
+            _solvers.min_norm_weights(mgda_gram, 3, 100),
+            _solvers.dual_cone_weights(upgrad_gram, 2, 10),
+        )
 
     w, v = solve(tf.constant(mgda @ mgda.T), tf.constant(upgrad @ upgrad.T))
     np.testing.assert_allclose(w, _exact_min_norm_weights(mgda), atol=1e-9)
@@ -464,7 +472,9 @@ def test_rlw_weights_are_a_reproducible_softmax_of_normal_draws():
     w = method.loss_weights(losses, _context(step=5, seed=3))[0].numpy()
     assert np.all(w > 0)
     np.testing.assert_allclose(w.sum(), 1.0, rtol=1e-6)
-    np.testing.assert_array_equal(w, method.loss_weights(losses, _context(step=5, seed=3))[0].numpy())
+    np.testing.assert_array_equal(
+        w, method.loss_weights(losses, _context(step=5, seed=3))[0].numpy()
+    )
     z = _random.normal(3, tf.constant(5, tf.int64), 4).numpy()
     np.testing.assert_allclose(w, np.exp(z) / np.exp(z).sum(), rtol=1e-6)
     other_step = method.loss_weights(losses, _context(step=6, seed=3))[0].numpy()
@@ -576,8 +586,9 @@ def test_loss_method_under_xla_matches_eager(name):
 
 @pytest.mark.parametrize("name", sorted(GRADIENT_METHODS))
 def test_gradient_method_under_xla_matches_eager(name):
-    run = tf.function(lambda m, gram, losses, ctx: m.coefficients(gram, losses, ctx),
-                      jit_compile=True)
+    run = tf.function(
+        lambda m, gram, losses, ctx: m.coefficients(gram, losses, ctx), jit_compile=True
+    )
     for key in ["random_5x40", "nearly_opposite_4x20"]:
         g = GRADIENT_SETS[key]
         n = len(g)
@@ -605,10 +616,17 @@ def test_method_round_trips_through_serialization(name):
 
 @pytest.mark.parametrize(
     "name, cls",
-    [("dwa", weighting.DWA), ("RLW", weighting.RLW), ("famo", weighting.FAMO),
-     ("mgda", weighting.MGDA), ("cagrad", weighting.CAGrad), ("grad_norm", weighting.GradNorm),
-     ("upgrad", weighting.UPGrad), ("pcgrad", weighting.PCGrad),
-     ("uncertainty", weighting.Uncertainty)],
+    [
+        ("dwa", weighting.DWA),
+        ("RLW", weighting.RLW),
+        ("famo", weighting.FAMO),
+        ("mgda", weighting.MGDA),
+        ("cagrad", weighting.CAGrad),
+        ("grad_norm", weighting.GradNorm),
+        ("upgrad", weighting.UPGrad),
+        ("pcgrad", weighting.PCGrad),
+        ("uncertainty", weighting.Uncertainty),
+    ],
 )
 def test_get_finds_every_method_by_name(name, cls):
     assert type(weighting.get(name)) is cls
@@ -616,12 +634,14 @@ def test_get_finds_every_method_by_name(name, cls):
 
 @pytest.mark.parametrize(
     "make, argument",
-    [(lambda: weighting.DWA(temperature=0), "temperature"),
-     (lambda: weighting.FAMO(gamma=-1), "gamma"),
-     (lambda: weighting.FAMO(learning_rate=0), "learning_rate"),
-     (lambda: weighting.CAGrad(c=-0.5), "`c`"),
-     (lambda: weighting.CAGrad(iterations=0), "iterations"),
-     (lambda: weighting.GradNorm(alpha=-1), "alpha")],
+    [
+        (lambda: weighting.DWA(temperature=0), "temperature"),
+        (lambda: weighting.FAMO(gamma=-1), "gamma"),
+        (lambda: weighting.FAMO(learning_rate=0), "learning_rate"),
+        (lambda: weighting.CAGrad(c=-0.5), "`c`"),
+        (lambda: weighting.CAGrad(iterations=0), "iterations"),
+        (lambda: weighting.GradNorm(alpha=-1), "alpha"),
+    ],
 )
 def test_bad_arguments_name_the_parameter(make, argument):
     with pytest.raises(ValueError, match=argument):

@@ -12,10 +12,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import assert_same_arrays
 
 import keras_mtl
 from keras_mtl import weighting
-from helpers import assert_same_arrays
 
 # Every method, with non-default arguments where it has any.
 METHODS = {
@@ -63,8 +63,9 @@ def _small_task_quality(weighting_method, tasks=("big", "small"), seed=0):
     keras.utils.set_random_seed(seed)
     heads = {"big": 8, "small": 1}
     model = keras_mtl.MultiTaskModel([8], {t: heads[t] for t in tasks})
-    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse", weighting=weighting_method,
-                  seed=seed)
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.05), loss="mse", weighting=weighting_method, seed=seed
+    )
     model.fit(x, {t: y[t] for t in tasks}, batch_size=32, epochs=30, verbose=0)
     pred = model.predict(x_test, verbose=0)["small"]
     return 1.0 - np.mean((pred - y_test["small"]) ** 2) / np.var(y_test["small"])
@@ -148,15 +149,22 @@ def test_conflict_averse_methods_lower_both_losses(name):
 def _data(n=48, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.random((n, 6)).astype("float32")
-    y = {"a": np.stack([x.sum(1), x[:, 0]], 1).astype("float32"),
-         "b": (10 * x[:, 1] - 3 * x[:, 2]).astype("float32")[:, None]}
+    y = {
+        "a": np.stack([x.sum(1), x[:, 0]], 1).astype("float32"),
+        "b": (10 * x[:, 1] - 3 * x[:, 2]).astype("float32")[:, None],
+    }
     return x, y
 
 
 def _model(method, **compile_kwargs):
     model = keras_mtl.MultiTaskModel([8, 6], {"a": 2, "b": 1}, trunk_activation="tanh")
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", weighting=method, seed=3,
-                  **compile_kwargs)
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss="mse",
+        weighting=method,
+        seed=3,
+        **compile_kwargs,
+    )
     return model
 
 
@@ -182,10 +190,15 @@ def test_fit_save_load_fit_equals_uninterrupted_fit(name, tmp_path):
     assert_same_arrays(_weighting_state(loaded), _weighting_state(first))
     loaded.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
 
-    assert_same_arrays(_weighting_state(loaded), _weighting_state(reference),
-                       exact=False, atol=1e-5)
-    assert_same_arrays([v.numpy() for v in loaded.trainable_weights],
-                       [v.numpy() for v in reference.trainable_weights], exact=False, atol=1e-5)
+    assert_same_arrays(
+        _weighting_state(loaded), _weighting_state(reference), exact=False, atol=1e-5
+    )
+    assert_same_arrays(
+        [v.numpy() for v in loaded.trainable_weights],
+        [v.numpy() for v in reference.trainable_weights],
+        exact=False,
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("name", ["Uncertainty", "FAMO", "PCGrad", "GradNorm"])
@@ -201,8 +214,9 @@ def test_task_weights_are_training_logs_only(name):
 
 def test_logged_weight_is_the_weight_used():
     x, y = _data()
-    model = _model(weighting.Uncertainty(initial_log_variance=np.log(2.0)),
-                   loss_weights={"a": 1.0, "b": 3.0})
+    model = _model(
+        weighting.Uncertainty(initial_log_variance=np.log(2.0)), loss_weights={"a": 1.0, "b": 3.0}
+    )
     history = model.fit(x, y, batch_size=48, epochs=1, verbose=0).history
     # One step: exp(-s) = 0.5, times the static loss weight.
     np.testing.assert_allclose(history["a_weight"], [0.5], rtol=1e-5)
@@ -217,10 +231,12 @@ def test_step_where_a_task_has_no_labels_uses_the_static_sum_and_keeps_state(nam
     # Non-trainable state: the method's own (trainable variables, such as
     # Uncertainty's, get a zero gradient; the optimizer's momentum may move them).
     state = [v.numpy() for v in model.weighting.non_trainable_variables]
-    history = model.fit(x, {"a": y["a"], "b": None}, batch_size=8, epochs=1,
-                        shuffle=False, verbose=0).history
-    assert_same_arrays([v.numpy() for v in model.weighting.non_trainable_variables], state,
-                       exact=True)
+    history = model.fit(
+        x, {"a": y["a"], "b": None}, batch_size=8, epochs=1, shuffle=False, verbose=0
+    ).history
+    assert_same_arrays(
+        [v.numpy() for v in model.weighting.non_trainable_variables], state, exact=True
+    )
     assert history["a_weight"] == [1.0] and history["b_weight"] == [2.0]
     assert np.isfinite(history["loss"][0])
 
@@ -261,8 +277,9 @@ def _train(strategy, name):
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         model = keras_mtl.MultiTaskModel([8], {"a": 2, "b": 1}, trunk_activation="tanh")
-        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", weighting=METHODS[name](),
-                      seed=3)
+        model.compile(
+            optimizer=keras.optimizers.Adam(0.01), loss="mse", weighting=METHODS[name](), seed=3
+        )
     x, y = _data(n=64)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)  # global batches
     history = model.fit(ds, epochs=2, verbose=0).history
@@ -274,7 +291,11 @@ def test_mirrored_training_equals_single_device(mirrored_strategy, name):
     single, single_logs = _train(None, name)
     mirrored, mirrored_logs = _train(mirrored_strategy, name)
     assert_same_arrays(_weighting_state(mirrored), _weighting_state(single), exact=False, atol=1e-5)
-    assert_same_arrays([v.numpy() for v in mirrored.trainable_weights],
-                       [v.numpy() for v in single.trainable_weights], exact=False, atol=1e-5)
+    assert_same_arrays(
+        [v.numpy() for v in mirrored.trainable_weights],
+        [v.numpy() for v in single.trainable_weights],
+        exact=False,
+        atol=1e-5,
+    )
     for key in ("a_weight", "b_weight", "loss"):
         np.testing.assert_allclose(mirrored_logs[key], single_logs[key], rtol=1e-4, err_msg=key)

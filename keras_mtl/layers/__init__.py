@@ -13,7 +13,6 @@ the other tasks' gradients never reach them.
 """
 
 from keras_mtl.layers.mmoe import MMoE
-from keras_mtl.layers.ple import CGC
-from keras_mtl.layers.ple import PLE
+from keras_mtl.layers.ple import CGC, PLE
 
 __all__ = ["MMoE", "CGC", "PLE"]

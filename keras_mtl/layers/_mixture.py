@@ -17,8 +17,7 @@ def _check_expert_units(arg_name, units):
         not isinstance(units, (list, tuple))
         or not units
         or not all(
-            isinstance(u, numbers.Integral) and not isinstance(u, bool) and u > 0
-            for u in units
+            isinstance(u, numbers.Integral) and not isinstance(u, bool) and u > 0 for u in units
         )
     ):
         raise ValueError(
@@ -59,8 +58,17 @@ def _mix(weights, expert_outputs):
     return ops.sum(ops.expand_dims(weights, -1) * ops.stack(expert_outputs, axis=1), axis=1)
 
 
-def _extract(task_names, num_task_experts, task_experts, shared_experts,
-             task_gates, shared_gate, task_inputs, shared_input, training):
+def _extract(
+    task_names,
+    num_task_experts,
+    task_experts,
+    shared_experts,
+    task_gates,
+    shared_gate,
+    task_inputs,
+    shared_input,
+    training,
+):
     """One CGC extraction step (Tang et al., 2020).
 
     Task k's experts and gate read `task_inputs[k]`; the shared experts and
@@ -77,7 +85,7 @@ def _extract(task_names, num_task_experts, task_experts, shared_experts,
     for k, (task, gate) in enumerate(zip(task_names, task_gates)):
         own = [
             e(task_inputs[task], training=training)
-            for e in task_experts[k * num_task_experts:(k + 1) * num_task_experts]
+            for e in task_experts[k * num_task_experts : (k + 1) * num_task_experts]
         ]
         every_task_expert += own
         weights[task] = ops.softmax(gate(task_inputs[task]), axis=-1)
@@ -91,14 +99,18 @@ def _extract(task_names, num_task_experts, task_experts, shared_experts,
 class _ExpertMLP(keras.layers.Layer):
     """One expert: Dense layers of `units`, each with `activation` and dropout."""
 
-    def __init__(self, units, activation, dropout, kernel_initializers,
-                 kernel_regularizer, **kwargs):
+    def __init__(
+        self, units, activation, dropout, kernel_initializers, kernel_regularizer, **kwargs
+    ):
         super().__init__(**kwargs)
         self.units = tuple(units)
         self.dense_layers = [
             keras.layers.Dense(
-                u, activation=activation, kernel_initializer=init,
-                kernel_regularizer=kernel_regularizer, dtype=self.dtype_policy,
+                u,
+                activation=activation,
+                kernel_initializer=init,
+                kernel_regularizer=kernel_regularizer,
+                dtype=self.dtype_policy,
                 name=f"dense_{i}",
             )
             for i, (u, init) in enumerate(zip(self.units, kernel_initializers))
@@ -146,8 +158,17 @@ class _ExpertMixture(keras.layers.Layer):
     """What MMoE, CGC and PLE share: task names, argument and input checks,
     sublayer factories, output shapes and config."""
 
-    def __init__(self, expert_units, task_names, expert_activation, expert_dropout,
-                 gate_use_bias, kernel_initializer, kernel_regularizer, **kwargs):
+    def __init__(
+        self,
+        expert_units,
+        task_names,
+        expert_activation,
+        expert_dropout,
+        gate_use_bias,
+        kernel_initializer,
+        kernel_regularizer,
+        **kwargs,
+    ):
         if kwargs.get("name") is None:
             # "mmoe", "mmoe_1", ... rather than Keras's automatic "m_mo_e".
             prefix = type(self).__name__.lower()
@@ -157,14 +178,11 @@ class _ExpertMixture(keras.layers.Layer):
         cls = type(self).__name__
         self.expert_units = _check_expert_units(f"{cls}(expert_units)", expert_units)
         self._task_names = _check_task_names(f"{cls}(task_names)", task_names)
-        self.expert_activation = _check_activation(
-            f"{cls}(expert_activation)", expert_activation
-        )
+        self.expert_activation = _check_activation(f"{cls}(expert_activation)", expert_activation)
         self.expert_dropout = _checks.check_rate(f"{cls}(expert_dropout)", expert_dropout)
         if not isinstance(gate_use_bias, bool):
             raise ValueError(
-                f"`{cls}(gate_use_bias)` must be True or False. "
-                f"Received: {gate_use_bias!r}."
+                f"`{cls}(gate_use_bias)` must be True or False. Received: {gate_use_bias!r}."
             )
         self.gate_use_bias = gate_use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

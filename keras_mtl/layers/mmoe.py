@@ -4,8 +4,7 @@ import keras
 from keras import ops
 
 from keras_mtl import _checks
-from keras_mtl.layers._mixture import _ExpertMixture
-from keras_mtl.layers._mixture import _mix
+from keras_mtl.layers._mixture import _ExpertMixture, _mix
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -72,12 +71,28 @@ class MMoE(_ExpertMixture):
     TensorShape([2, 4])
     """
 
-    def __init__(self, num_experts, expert_units, task_names=None,
-                 expert_activation="relu", expert_dropout=0.0, gate_use_bias=False,
-                 kernel_initializer="glorot_uniform", kernel_regularizer=None,
-                 **kwargs):
-        super().__init__(expert_units, task_names, expert_activation, expert_dropout,
-                         gate_use_bias, kernel_initializer, kernel_regularizer, **kwargs)
+    def __init__(
+        self,
+        num_experts,
+        expert_units,
+        task_names=None,
+        expert_activation="relu",
+        expert_dropout=0.0,
+        gate_use_bias=False,
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(
+            expert_units,
+            task_names,
+            expert_activation,
+            expert_dropout,
+            gate_use_bias,
+            kernel_initializer,
+            kernel_regularizer,
+            **kwargs,
+        )
         self.num_experts = _checks.check_positive_int("MMoE(num_experts)", num_experts)
 
     def build(self, input_shape):
@@ -91,8 +106,7 @@ class MMoE(_ExpertMixture):
     def _forward(self, x, training):
         experts = [e(x, training=training) for e in self.experts]
         weights = {
-            t: ops.softmax(gate(x), axis=-1)
-            for t, gate in zip(self._task_names, self.gates)
+            t: ops.softmax(gate(x), axis=-1) for t, gate in zip(self._task_names, self.gates)
         }
         return {t: _mix(w, experts) for t, w in weights.items()}, weights
 

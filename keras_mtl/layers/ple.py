@@ -6,9 +6,7 @@ import numbers
 import keras
 
 from keras_mtl import _checks
-from keras_mtl.layers._mixture import _ExpertMixture
-from keras_mtl.layers._mixture import _ExtractionLevel
-from keras_mtl.layers._mixture import _extract
+from keras_mtl.layers._mixture import _ExpertMixture, _extract, _ExtractionLevel
 
 
 def _check_cgc_counts(cls, num_shared_experts, num_task_experts):
@@ -84,12 +82,29 @@ class CGC(_ExpertMixture):
     ['task_expert_cvr_0', 'shared_expert_0', 'shared_expert_1']
     """
 
-    def __init__(self, num_shared_experts, num_task_experts, expert_units,
-                 task_names=None, expert_activation="relu", expert_dropout=0.0,
-                 gate_use_bias=False, kernel_initializer="glorot_uniform",
-                 kernel_regularizer=None, **kwargs):
-        super().__init__(expert_units, task_names, expert_activation, expert_dropout,
-                         gate_use_bias, kernel_initializer, kernel_regularizer, **kwargs)
+    def __init__(
+        self,
+        num_shared_experts,
+        num_task_experts,
+        expert_units,
+        task_names=None,
+        expert_activation="relu",
+        expert_dropout=0.0,
+        gate_use_bias=False,
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(
+            expert_units,
+            task_names,
+            expert_activation,
+            expert_dropout,
+            gate_use_bias,
+            kernel_initializer,
+            kernel_regularizer,
+            **kwargs,
+        )
         self.num_shared_experts, self.num_task_experts = _check_cgc_counts(
             "CGC", num_shared_experts, num_task_experts
         )
@@ -99,7 +114,8 @@ class CGC(_ExpertMixture):
         tasks = self._require_task_names()
         self.task_experts = [
             self._make_expert(f"task_expert_{t}_{i}")
-            for t in tasks for i in range(self.num_task_experts)
+            for t in tasks
+            for i in range(self.num_task_experts)
         ]
         self.shared_experts = [
             self._make_expert(f"shared_expert_{i}") for i in range(self.num_shared_experts)
@@ -111,9 +127,15 @@ class CGC(_ExpertMixture):
 
     def _forward(self, x, training):
         outputs, weights, _, _ = _extract(
-            self._task_names, self.num_task_experts, self.task_experts,
-            self.shared_experts, self.gates, None,
-            {t: x for t in self._task_names}, x, training,
+            self._task_names,
+            self.num_task_experts,
+            self.task_experts,
+            self.shared_experts,
+            self.gates,
+            None,
+            {t: x for t in self._task_names},
+            x,
+            training,
         )
         return outputs, weights
 
@@ -228,12 +250,30 @@ class PLE(_ExpertMixture):
     ['level_1/task_expert_ctr_0', 'level_1/task_expert_cvr_0', 'level_1/shared_expert_0']
     """
 
-    def __init__(self, num_levels, num_shared_experts, num_task_experts, expert_units,
-                 task_names=None, expert_activation="relu", expert_dropout=0.0,
-                 gate_use_bias=False, kernel_initializer="glorot_uniform",
-                 kernel_regularizer=None, **kwargs):
-        super().__init__(expert_units, task_names, expert_activation, expert_dropout,
-                         gate_use_bias, kernel_initializer, kernel_regularizer, **kwargs)
+    def __init__(
+        self,
+        num_levels,
+        num_shared_experts,
+        num_task_experts,
+        expert_units,
+        task_names=None,
+        expert_activation="relu",
+        expert_dropout=0.0,
+        gate_use_bias=False,
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(
+            expert_units,
+            task_names,
+            expert_activation,
+            expert_dropout,
+            gate_use_bias,
+            kernel_initializer,
+            kernel_regularizer,
+            **kwargs,
+        )
         self.num_levels = _checks.check_positive_int("PLE(num_levels)", num_levels)
         self.num_shared_experts, self.num_task_experts = _check_cgc_counts(
             "PLE", num_shared_experts, num_task_experts
@@ -247,16 +287,14 @@ class PLE(_ExpertMixture):
         for j in range(1, self.num_levels + 1):
             level = _ExtractionLevel(
                 task_experts=[
-                    self._make_expert(f"task_expert_{t}_{i}")
-                    for t in tasks for i in range(n_task)
+                    self._make_expert(f"task_expert_{t}_{i}") for t in tasks for i in range(n_task)
                 ],
-                shared_experts=[
-                    self._make_expert(f"shared_expert_{i}") for i in range(n_shared)
-                ],
+                shared_experts=[self._make_expert(f"shared_expert_{i}") for i in range(n_shared)],
                 task_gates=[self._make_gate(f"gate_{t}", n_task + n_shared) for t in tasks],
                 shared_gate=(
                     self._make_gate("shared_gate", len(tasks) * n_task + n_shared)
-                    if j < self.num_levels else None
+                    if j < self.num_levels
+                    else None
                 ),
                 dtype=self.dtype_policy,
                 name=f"level_{j}",
@@ -273,9 +311,15 @@ class PLE(_ExpertMixture):
         gates = []
         for level in self.levels:
             task_inputs, task_weights, shared_input, shared_weights = _extract(
-                self._task_names, self.num_task_experts, level.task_experts,
-                level.shared_experts, level.task_gates, level.shared_gate,
-                task_inputs, shared_input, training,
+                self._task_names,
+                self.num_task_experts,
+                level.task_experts,
+                level.shared_experts,
+                level.task_gates,
+                level.shared_gate,
+                task_inputs,
+                shared_input,
+                training,
             )
             gates.append((task_weights, shared_weights))
         return task_inputs, gates
@@ -364,7 +408,8 @@ class PLE(_ExpertMixture):
         tasks = self._require_task_names()
         return [
             f"level_{level}/task_expert_{t}_{i}"
-            for t in tasks for i in range(self.num_task_experts)
+            for t in tasks
+            for i in range(self.num_task_experts)
         ] + [f"level_{level}/shared_expert_{i}" for i in range(self.num_shared_experts)]
 
     def get_config(self):

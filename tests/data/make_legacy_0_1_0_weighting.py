@@ -13,7 +13,6 @@ import numpy as np
 import keras_mtl
 
 
-
 def main():
     assert keras_mtl.__version__ == "0.1.0", keras_mtl.__version__
     here = os.path.dirname(os.path.abspath(__file__))
@@ -21,8 +20,11 @@ def main():
     x = np.random.default_rng(0).random((24, 3)).astype("float32")
     y = {"a": x.sum(1, keepdims=True), "b": x[:, :1] * 2.0}
     model = keras_mtl.MultiTaskModel([4], {"a": 1, "b": 1})
-    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse",
-                  weighting=keras_mtl.weighting.Uncertainty())
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.05),
+        loss="mse",
+        weighting=keras_mtl.weighting.Uncertainty(),
+    )
     model.fit(x, y, batch_size=8, epochs=2, verbose=0)
     model.save(os.path.join(here, "legacy_0_1_0_weighting.keras"))
     np.savez(
