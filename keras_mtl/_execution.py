@@ -24,14 +24,17 @@ the same contract around `model.train_step` called in cross-replica context:
   run under MirroredStrategy, keras-team/keras#19246);
 * the alternating task draws of a whole execution are computed at once (one
   vectorized hash instead of one per step) and handed to the steps through
-  `training.precomputed_draws`.
+  `training.precomputed_draws`;
+* with `jit_compile=True` and `steps_per_execution > 1` on one device, the
+  steps of an execution run as one XLA program instead (`keras_mtl/_fused.py`),
+  falling back to this loop for what that cannot run.
 """
 
 import itertools
 
 import tensorflow as tf
 
-from keras_mtl import _random, training
+from keras_mtl import _fused, _random, training
 
 _TF_ITERATORS = (tf.data.Iterator, tf.distribute.DistributedIterator)
 
@@ -86,14 +89,18 @@ def make_train_function(model, custom_step=True):
         return _random.uniform(model._mtl.seed, steps, task_count)
 
     draws_spec = tf.TensorSpec([task_count], tf.float32) if alternating else None
-    return _make_function(
+    logs_after = None if custom_step else model._training_logs
+    unfused = _make_function(
         model,
         step,
         draws_for,
         draws_spec,
         jit_compile=bool(model.jit_compile),
-        logs_after=None if custom_step else model._training_logs,
+        logs_after=logs_after,
     )
+    if _fused.wanted(model):
+        return _fused.FusedTrainFunction(model, step, logs_after, unfused)
+    return unfused
 
 
 def make_test_function(model, custom_step=True):

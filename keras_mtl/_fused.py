@@ -1,0 +1,245 @@
+"""Fused training: the steps of an execution as one XLA program.
+
+With `compile(jit_compile=True, steps_per_execution=N)` on one device, a
+call of the train function that `fit()` makes runs its N steps as one
+XLA-compiled `tf.while_loop`: the task draws, label masks, forward and
+backward passes, optimizer and metric updates of all N steps are one
+compiled program, instead of N compiled steps dispatched one by one from a
+TensorFlow loop (whose per-step dispatch, not arithmetic, bounds small
+models).
+
+How an execution runs:
+
+1. `_pull` (a `tf.function`, not XLA: `tf.data` cannot enter XLA) takes up
+   to N batches from the iterator `fit()` hands over, exactly the batches
+   the unfused path would take, and concatenates each leaf of them
+   (`x`, every label, sample weights) with the batch sizes.
+2. Consecutive batches of equal size form a block `[k, batch, ...]`
+   (normally the whole execution; a last smaller batch of an epoch is a
+   block of its own), and `_run_block` (XLA) runs the block's steps, each
+   step on `block[i]`, in the order they came. XLA compiles once per block
+   shape: for an epoch of B batches, at most the full execution, the
+   epoch's last partial execution and a smaller last batch.
+
+What it cannot run falls back, with a one-time warning that says why, to
+the unfused path (`_execution`'s loop of XLA-compiled steps): a
+`tf.distribute` strategy, batches with other than plain tensors (ragged,
+sparse, strings), and a step XLA fails to compile as a loop (the batches
+already taken then run unfused, so nothing is skipped).
+"""
+
+import warnings
+
+import tensorflow as tf
+
+from keras_mtl import _random
+
+_WARNED = set()
+
+
+def _warn_once(model, reason):
+    key = (id(model), reason)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(
+            "steps_per_execution steps run unfused (one XLA program per step, not per "
+            f"execution): {reason}",
+            stacklevel=3,
+        )
+
+
+def wanted(model):
+    """Whether `model`'s compile settings ask for fused executions."""
+    return bool(model.jit_compile) and model.steps_per_execution > 1 and not model.run_eagerly
+
+
+def _unfusable_reason(model, element_spec):
+    if model._mtl_strategy is not None:
+        return (
+            "the model trains under a tf.distribute strategy; fused executions run on one device."
+        )
+    for spec in tf.nest.flatten(element_spec):
+        if spec is None or type(spec).__name__ == "NoneTensorSpec":
+            continue  # a task without labels (`y={task: None}`): the step sees None
+        if not isinstance(spec, tf.TensorSpec):
+            return f"a batch holds a {type(spec).__name__}; a fused block holds only tensors."
+        if spec.dtype == tf.string:
+            return "a batch holds strings, which XLA cannot take."
+        if spec.shape.rank == 0:
+            return "a batch holds a scalar; a fused block stacks batches of examples."
+    return None
+
+
+def _tensor_leaves(element_spec):
+    """Indices of the leaves of a batch that are tensors (not `None`)."""
+    return [
+        i for i, spec in enumerate(tf.nest.flatten(element_spec)) if isinstance(spec, tf.TensorSpec)
+    ]
+
+
+class FusedTrainFunction:
+    """`fit()`'s train function: pulls an execution's batches, runs them fused.
+
+    Args:
+        model: A compiled `MultiTaskModel` (one device, `jit_compile=True`,
+            `steps_per_execution > 1`).
+        step: `(data, draws) -> logs`, one training step (the unfused
+            path's), traced inside the XLA loop.
+        logs_after: `None` when each step returns the logs (an overridden
+            `train_step`), else a function returning the logs once after
+            the steps.
+        unfused: The unfused train function, for what cannot be fused.
+    """
+
+    def __init__(self, model, step, logs_after, unfused):
+        self.model = model
+        self.step = step
+        self.logs_after = logs_after
+        self.unfused = unfused
+        self.failed = None  # why XLA could not compile the fused loop
+        self._pull = tf.function(self._pull_batches, autograph=False)
+        self._block = tf.function(self._run_block, jit_compile=True, autograph=False)
+
+    # -- taking the batches -------------------------------------------------
+    def _pull_batches(self, iterator):
+        """Up to `steps_per_execution` batches: `(count, sizes, leaves)`, each
+        tensor leaf the concatenation of the batches' along axis 0."""
+        spe = self.model.steps_per_execution
+        specs = tf.nest.flatten(iterator.element_spec)
+        index = _tensor_leaves(iterator.element_spec)
+        arrays = [
+            tf.TensorArray(
+                specs[i].dtype,
+                size=0,
+                dynamic_size=True,
+                infer_shape=False,
+                element_shape=specs[i].shape,
+            )
+            for i in index
+        ]
+        sizes = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
+
+        def body(count, optional, arrays, sizes):
+            leaves = tf.nest.flatten(optional.get_value())
+            arrays = [a.write(count, leaves[i]) for a, i in zip(arrays, index)]
+            sizes = sizes.write(count, tf.shape(leaves[index[0]])[0])
+            count += 1
+            following = tf.cond(count < spe, iterator.get_next_as_optional, lambda: optional)
+            return count, following, arrays, sizes
+
+        count, _, arrays, sizes = tf.while_loop(
+            lambda count, optional, *_: tf.logical_and(count < spe, optional.has_value()),
+            body,
+            [tf.constant(0), iterator.get_next_as_optional(), arrays, sizes],
+        )
+        # TensorArray.concat of zero elements fails; an empty pull returns
+        # empty leaves.
+        leaves = [
+            tf.cond(
+                count > 0,
+                lambda a=a: a.concat(),
+                lambda s=specs[i]: tf.zeros([0] + [d or 0 for d in s.shape[1:]], s.dtype),
+            )
+            for a, i in zip(arrays, index)
+        ]
+        return count, sizes.stack(), leaves
+
+    # -- the fused program --------------------------------------------------
+    def _run_block(self, block):
+        """XLA: the steps of `block` (a batch structure with leaves
+        `[k, batch, ...]`), one per index, in order; returns the logs."""
+        model = self.model
+        steps = tf.nest.flatten(block)
+        count = next(v for v in steps if v is not None).shape[0]
+        alternating = model.mode == "alternating"
+        draws = None
+        if alternating:
+            at = model.step_counter + tf.range(count, dtype=tf.int64)
+            draws = _random.uniform(model._mtl.seed, at, len(model._mtl.trained))
+
+        def one(i):
+            data = tf.nest.map_structure(lambda v: None if v is None else v[i], block)
+            return self.step(data, None if draws is None else draws[i])
+
+        if self.logs_after is not None:
+
+            def body(i):
+                one(i)
+                return (i + 1,)
+
+            tf.while_loop(lambda i: i < count, body, [tf.constant(0)], maximum_iterations=count)
+            return self.logs_after()
+        # An overridden train_step: the logs of the last step. The first
+        # step runs outside the loop to give the logs their structure.
+        logs = one(0)
+
+        def body_logs(i, logs):
+            return i + 1, one(i)
+
+        _, logs = tf.while_loop(
+            lambda i, logs: i < count,
+            body_logs,
+            [tf.constant(1), logs],
+            maximum_iterations=count - 1,
+        )
+        return logs
+
+    # -- fit()'s entry point ------------------------------------------------
+    def __call__(self, iterator):
+        model = self.model
+        if not isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)):
+            return self.unfused(iterator)
+        model._prepare_training(iterator.element_spec)
+        reason = self.failed or _unfusable_reason(model, iterator.element_spec)
+        if reason:
+            _warn_once(model, reason)
+            return self.unfused(iterator)
+        count, sizes, leaves = self._pull(iterator)
+        count = int(count)
+        if count == 0:
+            raise StopIteration
+        return self._run_blocks(iterator.element_spec, sizes.numpy(), leaves)
+
+    def _run_blocks(self, element_spec, sizes, leaves):
+        specs = tf.nest.flatten(element_spec)
+        index = _tensor_leaves(element_spec)
+        logs, start, row = None, 0, 0
+        while start < len(sizes):
+            size = int(sizes[start])
+            end = start
+            while end < len(sizes) and sizes[end] == size:
+                end += 1
+            rows = (end - start) * size
+            flat = [None] * len(specs)
+            for leaf, i in zip(leaves, index):
+                part = leaf[row : row + rows]
+                flat[i] = tf.reshape(part, [end - start, size] + part.shape[1:].as_list())
+            block = tf.nest.pack_sequence_as(element_spec, flat)
+            logs = self._run_one_block(block)
+            start, row = end, row + rows
+        return logs
+
+    def _run_one_block(self, block):
+        if self.failed is None:
+            try:
+                return self._block(block)
+            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
+                if not _is_compile_error(error):
+                    raise
+                first = str(error).strip().splitlines()[0]
+                self.failed = f"XLA could not compile the steps as one loop ({first})."
+                _warn_once(self.model, self.failed)
+        # The batches already taken run one by one through the unfused step.
+        batches = [
+            tf.nest.map_structure(lambda v, i=i: None if v is None else v[i], block)
+            for i in range(next(v for v in tf.nest.flatten(block) if v is not None).shape[0])
+        ]
+        return self.unfused(batches)
+
+
+def _is_compile_error(error):
+    text = str(error)
+    return any(
+        marker in text
+        for marker in ("XLA", "xla", "Detected unsupported operations", "compil", "JIT")
+    )
