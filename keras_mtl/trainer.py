@@ -465,10 +465,8 @@ class Trainer:
             x: Inputs `(n, features)`: an array, a tensor or a
                 `tf.data.Dataset` of `(x, y)` / `(x, y, sample_weight)`.
             y: Dict `{task: labels}` (not with a dataset).
-            batch_size, epochs, verbose, callbacks, validation_split,
-                validation_data, shuffle, initial_epoch, steps_per_epoch,
-                validation_steps, validation_batch_size, validation_freq:
-                As in `keras.Model.fit`.
+            batch_size, epochs, verbose, callbacks, validation_split, validation_data, shuffle, initial_epoch, steps_per_epoch, validation_steps, validation_batch_size, validation_freq: As
+                in `keras.Model.fit`.
             class_weight: Optional dict `{task: {class: weight}}`: each
                 example's weight in that task's loss is the weight of its
                 class (integer ids, one-hot rows or 0/1 labels; classes not
@@ -588,9 +586,8 @@ class Trainer:
         not reported.
 
         Args:
-            x, y, batch_size, verbose, sample_weight, steps, callbacks,
-                return_dict: As in `keras.Model.evaluate`, with `y` and
-                `sample_weight` as in `fit`.
+            x, y, batch_size, verbose, sample_weight, steps, callbacks, return_dict: As in
+                `keras.Model.evaluate`, with `y` and `sample_weight` as in `fit`.
             **kwargs: Keras-internal arguments.
 
         Returns:

@@ -1,8 +1,20 @@
-"""The documentation runs: README code blocks, and a docstring for every public name."""
+"""The documentation runs: README and docs/ code blocks, and a docstring for every public name.
 
+Every ```python block of README.md and of each docs/*.md page runs, the blocks
+of one page in order and in one namespace, in an empty folder, outside the
+pytest process: the README in its own Python, the docs pages in one Python
+they share (a fresh namespace and folder per page, one TensorFlow import). A block preceded by a `<!-- skip-test -->` line is not run (keep them
+rare: a multi-machine snippet), and a block made only of `--8<--` snippet
+includes (an example's source on the docs site) is checked to name an existing
+file; the examples themselves run in tests/test_examples*.py.
+"""
+
+import glob
 import inspect
+import json
 import os
 import re
+import select
 import subprocess
 import sys
 import textwrap
@@ -58,7 +70,9 @@ def _public_objects():
         for name, obj in vars(module).items():
             if name.startswith("_") or not (inspect.isclass(obj) or inspect.isfunction(obj)):
                 continue
-            if getattr(obj, "__module__", "") == module.__name__:
+            if getattr(obj, "__module__", "") == module.__name__ or name in getattr(
+                module, "__all__", ()
+            ):
                 seen[f"{module.__name__}.{name}"] = obj
     for qualname, obj in list(seen.items()):
         if inspect.isclass(obj):
@@ -106,36 +120,170 @@ def _own_init(cls):
     return "__init__" in vars(cls)
 
 
-def _readme_python_blocks():
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+_FENCE = re.compile(r"^```python[^\n]*\n(.*?)^```", flags=re.S | re.M)
+_SKIP = "<!-- skip-test -->"
+_SNIPPET = "--8<--"
+_INCLUDE = re.compile(r'^--8<-- "([^"]+)"$')
+
+
+def _blocks(path):
+    """`(runnable, skipped, included)`: the page's python blocks, in order."""
+    with open(path, encoding="utf-8") as f:
         text = f.read()
-    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+    runnable, skipped, included = [], [], []
+    for match in _FENCE.finditer(text):
+        code = match.group(1)
+        lines = [line.strip() for line in code.splitlines() if line.strip()]
+        before = text[: match.start()].rstrip().splitlines()
+        if len(lines) > 2 and lines[0] == lines[-1] == _SNIPPET:
+            included += lines[1:-1]  # a block include: --8<--, file names, --8<--
+        elif lines and all(_INCLUDE.match(line) for line in lines):
+            included += [_INCLUDE.match(line).group(1) for line in lines]
+        elif before and before[-1].strip() == _SKIP:
+            skipped.append(code)
+        else:
+            runnable.append(code)
+    return runnable, skipped, included
 
 
-def test_readme_has_python_examples():
-    assert len(_readme_python_blocks()) >= 5
+def _readme_python_blocks():
+    return _blocks(os.path.join(ROOT, "README.md"))[0]
 
 
-@pytest.mark.slow
-def test_every_readme_python_block_runs(tmp_path):
-    blocks = _readme_python_blocks()
+DOC_PAGES = sorted(
+    os.path.relpath(path, ROOT).replace(os.sep, "/")
+    for path in glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True)
+)
+RUNNABLE_PAGES = [page for page in DOC_PAGES if _blocks(os.path.join(ROOT, page))[0]]
+
+
+def _run_blocks(blocks, label, cwd):
+    """Runs `blocks` in order in one namespace in a fresh Python; fails on the first error."""
     runner = textwrap.dedent(
         """
         import os, sys, traceback
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         blocks = {blocks!r}
+        namespace = {{"__name__": "__docs__"}}
         for i, code in enumerate(blocks):
             try:
-                exec(compile(code, f"README block {{i + 1}}", "exec"), {{"__name__": "__readme__"}})
+                exec(compile(code, f"{label} block {{i + 1}}", "exec"), namespace)
             except Exception:
-                print(f"README python block {{i + 1}} failed:\\n{{code}}", file=sys.stderr)
+                print(f"{label} python block {{i + 1}} failed:\\n{{code}}", file=sys.stderr)
                 traceback.print_exc()
                 sys.exit(1)
         print(f"ran {{len(blocks)}} blocks")
         """
-    ).format(blocks=blocks)
+    ).format(blocks=blocks, label=label)
     done = subprocess.run(
-        [sys.executable, "-c", runner], cwd=tmp_path, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", runner], cwd=cwd, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert f"ran {len(blocks)} blocks" in done.stdout
+
+
+def test_readme_has_python_examples():
+    assert len(_readme_python_blocks()) >= 3
+
+
+@pytest.mark.slow
+def test_every_readme_python_block_runs(tmp_path):
+    _run_blocks(_readme_python_blocks(), "README", tmp_path)
+
+
+def test_docs_pages_have_python_examples():
+    assert len(RUNNABLE_PAGES) >= 10, RUNNABLE_PAGES
+
+
+def test_docs_blocks_compile_and_includes_exist():
+    # One test for all pages: each test pays the conftest's Keras reset.
+    for page in DOC_PAGES:
+        runnable, skipped, included = _blocks(os.path.join(ROOT, page))
+        for i, code in enumerate(runnable + skipped):
+            compile(code, f"{page} block {i + 1}", "exec")
+        for path in included:
+            assert os.path.isfile(os.path.join(ROOT, path)), f"{page} includes missing {path}"
+
+
+def test_skipped_docs_blocks_are_rare():
+    skipped = {
+        page: len(_blocks(os.path.join(ROOT, page))[1]) for page in DOC_PAGES + ["README.md"]
+    }
+    assert sum(skipped.values()) <= 2, {page: n for page, n in skipped.items() if n}
+
+
+# One Python process runs every docs page, each in a fresh namespace and its own
+# empty folder: importing TensorFlow once instead of once per page saves most
+# of these tests' time. A page that kills the process gets a new one for the next.
+_WORKER = textwrap.dedent(
+    """
+    import json, os, sys, traceback
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    results = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # what the blocks print goes to stderr, not into the results
+    sys.stdout = sys.stderr
+    import keras_mtl  # noqa: F401  (the import the pages share)
+    for line in sys.stdin:
+        job = json.loads(line)
+        os.chdir(job["cwd"])
+        namespace = {"__name__": "__docs__"}
+        error = None
+        for i, code in enumerate(job["blocks"]):
+            try:
+                exec(compile(code, f"{job['label']} block {i + 1}", "exec"), namespace)
+            except BaseException:
+                error = f"python block {i + 1} failed:\\n{code}\\n" + traceback.format_exc()
+                break
+        results.write(json.dumps({"error": error, "ran": i + 1}) + "\\n")
+        results.flush()
+    """
+)
+
+
+class _DocsWorker:
+    def __init__(self, log_dir):
+        self.log_dir = log_dir
+        self.process = None
+
+    def run(self, label, blocks, cwd, timeout=600):
+        if self.process is None or self.process.poll() is not None:
+            self.log = open(os.path.join(self.log_dir, "docs_worker.log"), "a", encoding="utf-8")
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.log,
+                text=True,
+            )
+        job = {"label": label, "blocks": blocks, "cwd": str(cwd)}
+        self.process.stdin.write(json.dumps(job) + "\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline() if ready else ""
+        if not line:
+            self.close()
+            pytest.fail(f"{label}: the docs worker died or timed out (log: {self.log.name})")
+        return json.loads(line)
+
+    def close(self):
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.log.close()
+            self.process = None
+
+
+@pytest.fixture(scope="module")
+def docs_worker(tmp_path_factory):
+    worker = _DocsWorker(tmp_path_factory.mktemp("docs_worker"))
+    yield worker
+    worker.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", RUNNABLE_PAGES)
+def test_every_docs_python_block_runs(page, docs_worker, tmp_path):
+    blocks = _blocks(os.path.join(ROOT, page))[0]
+    result = docs_worker.run(page, blocks, tmp_path)
+    assert result["error"] is None, f"{page} {result['error'][-4000:]}"
+    assert result["ran"] == len(blocks)
