@@ -49,8 +49,10 @@ report each task's test MSE, its mean and standard deviation over the seeds,
 the epoch early stopping kept, and the label Pearson correlation of each `p`
 (the paper's figure 2).
 
-SCALED DOWN to run on 2 CPU cores in minutes: the paper runs 200
-independent runs per model and correlation; we default to 5 seeds.
+SCALED DOWN to run on 2 CPU cores: the paper runs 200 independent runs
+per model and correlation; we default to 5 seeds and at most 30 epochs
+(about 11 minutes of CPU time; 29 minutes wall on our shared, loaded cores,
+see mmoe_synthetic_RESULTS.md).
 
 Run:  python examples/mmoe_synthetic.py [plot path]
 (prints the table and writes mmoe_synthetic.png: test MSE vs p per model

@@ -85,7 +85,7 @@ def test_tuning_seed_in_the_evaluation_seeds_raises(synthetic):
         synthetic.main(seeds=(0, synthetic.TUNING_SEED), plot_path=None)
 
 
-@pytest.mark.slow  # traces two small models: about 10 s on 2 cores
+@pytest.mark.slow  # traces 2 small models: ~12 s CPU (23 s wall, loaded cores)
 def test_reused_trainer_trains_like_a_new_one(synthetic):
     data = synthetic.split_data(0.5, seed=3, num_train=96, num_val=32, num_test=32)
     kwargs = dict(learning_rate=1e-2, max_epochs=3, batch_size=32)
@@ -105,7 +105,7 @@ def test_reused_trainer_trains_like_a_new_one(synthetic):
     np.testing.assert_allclose(again["final_lr"], new["final_lr"])
 
 
-@pytest.mark.slow  # traces one small model, 4 short runs: about 10 s on 2 cores
+@pytest.mark.slow  # 1 small model, 2 short runs: ~6 s CPU (11 s wall, loaded)
 def test_choose_learning_rates_picks_the_lowest_validation_loss(synthetic):
     data = synthetic.split_data(0.5, seed=1, num_train=96, num_val=32, num_test=32)
     trainers = {"shared-bottom": synthetic.Trainer("shared-bottom")}
@@ -117,7 +117,7 @@ def test_choose_learning_rates_picks_the_lowest_validation_loss(synthetic):
     assert chosen == {"shared-bottom": min(losses, key=losses.get)}
 
 
-@pytest.mark.slow  # traces the 3 small models: about 20 s on 2 cores
+@pytest.mark.slow  # traces the 3 models: ~30 s CPU (63 s wall, loaded cores)
 def test_short_run_has_every_row_and_finite_losses(synthetic, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # the plot is skipped with a note
     p_values = (1.0, 0.5)
