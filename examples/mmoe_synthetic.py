@@ -19,8 +19,10 @@ The paper leaves `c`, `m`, `alpha`, `beta` unspecified. We take them from
 drawbridge/keras-mmoe's `synthetic_demo.py` (the reproduction the paper's
 readers usually use): `d = 100`, `c = 0.3`, `m = 5`, `alpha_i, beta_i ~
 N(0, 1)` drawn once per data set, noise standard deviation 0.1 (reading the
-paper's N(0, 0.01) as a variance), 12,000 rows. With `p = 1` the two tasks
-share their weights and differ only by the noise, as in the paper.
+paper's N(0, 0.01) as a variance, so no model can get a test MSE below about
+0.01), and its split of 10,000 training, 1,000 validation and 1,000 test rows.
+With `p = 1` the two tasks share their weights and differ only by the noise,
+as in the paper.
 
 The models (section 5.1): input dimension 100; MMoE and OMoE have 8 experts,
 each a single ReLU layer of 16 units, and linear softmax gates with no bias
@@ -31,26 +33,31 @@ parameters (printed). OMoE is the paper's one-gate model: a
 `keras_mtl.layers.MMoE` with a single gate wrapped as a trunk whose one
 output feeds both towers.
 
+Training, to convergence on the validation rows: Adam on the joint loss
+`mse(y1) + mse(y2)`, batches of 256, the learning rate halved whenever the
+validation loss stops improving for an epoch (`ReduceLROnPlateau`), training
+stopped once it has not improved for 4 epochs (`EarlyStopping`, at most 30
+epochs) and the weights of the best validation epoch restored. Each model's
+initial learning rate is chosen from {3e-3, 1e-2, 3e-2} (the paper searches
+{1e-4, 1e-3, 1e-2}) by its validation loss on a tuning data set (seed 1000,
+p = 0.5) that no evaluation seed uses; the test rows never choose anything.
+
 The protocol: for each seed and each `p` we draw one data set (the seed fixes
 `u1, u2, alpha, beta` and the inputs, so the data sets of one seed differ
-only by `p`) and train each model from its own seeded initialization with
-Adam, joint loss `mse(y1) + mse(y2)`; we report the final test MSE averaged
-over the two tasks, its mean and standard deviation over the seeds, the same
-for the normalized test MSE (each task's MSE over its test-label variance,
-1 - R^2: the label variance differs a lot between seeds, through `alpha` and
-`beta`, so the raw MSE's spread is mostly the data's) and the label Pearson
-correlation of each `p` (the paper's figure 2).
+only by `p`) and train each model from its own seeded initialization; we
+report each task's test MSE, its mean and standard deviation over the seeds,
+the epoch early stopping kept, and the label Pearson correlation of each `p`
+(the paper's figure 2).
 
-SCALED DOWN to run on 2 CPU cores in about 10 minutes: the paper runs 200
-independent runs per model and correlation, grid-searches the learning rate
-over {1e-4, 1e-3, 1e-2} and trains for thousands of steps on larger data; we
-default to 5 seeds, 2000 training and 2000 test rows, one learning rate
-(1e-2, not searched) and 8 epochs of batch 64 (256 steps).
+SCALED DOWN to run on 2 CPU cores: the paper runs 200 independent runs
+per model and correlation; we default to 5 seeds and at most 30 epochs
+(about 11 minutes of CPU time; 29 minutes wall on our shared, loaded cores,
+see mmoe_synthetic_RESULTS.md).
 
 Run:  python examples/mmoe_synthetic.py [plot path]
-(prints the table and writes mmoe_synthetic.png, test loss vs p per model
-with one-standard-deviation error bars; the plot is skipped with a note when
-matplotlib is absent.)
+(prints the table and writes mmoe_synthetic.png: test MSE vs p per model
+with one-standard-deviation error bars, and every run's test MSE; the plot is
+skipped with a note when matplotlib is absent.)
 """
 
 import sys
@@ -73,6 +80,10 @@ TOWER_UNITS = 8
 SHARED_BOTTOM_UNITS = round(DIM * EXPERT_UNITS * NUM_EXPERTS / (DIM + TOWER_UNITS * 2))  # 113
 TASKS = ("t1", "t2")
 MODELS = ("shared-bottom", "OMoE", "MMoE")
+
+LEARNING_RATES = (3e-3, 1e-2, 3e-2)  # Adam's initial learning rate, chosen on validation
+TUNING_SEED = 1000  # the data set that chooses it; keep it out of the evaluation seeds
+TUNING_P = 0.5
 
 
 def make_data(p, num_examples, dim=DIM, seed=0, c=SCALE, m=NUM_SINES, noise_std=NOISE_STD):
@@ -137,57 +148,177 @@ def make_model(name):
     return keras_mtl.MultiTaskModel(trunks[name](), heads)
 
 
-def train_and_test(name, data, seed, epochs, batch_size, learning_rate):
-    """Trains model `name` on `data = (x_train, y_train, x_test, y_test)`.
+def split_data(p, seed, num_train, num_val, num_test):
+    """One data set of `make_data`, split in order into training, validation and test rows.
+
+    Args:
+        p: Float in [-1, 1], the cosine similarity of the tasks' weights.
+        seed: Int seed of `make_data`.
+        num_train: Number of training rows.
+        num_val: Number of validation rows.
+        num_test: Number of test rows.
 
     Returns:
-        `(test MSE, normalized test MSE, parameter count)`, both losses
-        averaged over the tasks; the normalized one divides each task's MSE
-        by the variance of its test labels (1 - R^2), so seeds whose labels
-        happen to vary more do not dominate the mean.
+        `{"train": (x, y), "val": (x, y), "test": (x, y)}`, each `y` a dict
+        `{"t1": labels, "t2": labels}` as in `make_data`.
     """
-    x_train, y_train, x_test, y_test = data
-    keras.utils.set_random_seed(seed)
-    model = make_model(name)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate), loss={t: "mse" for t in TASKS}, mode="joint"
-    )
-    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0)
-    scores = model.evaluate(x_test, y_test, batch_size=1024, verbose=0, return_dict=True)
-    mse = [scores[f"{t}_loss"] for t in TASKS]
-    normalized = [m / float(np.var(y_test[t])) for m, t in zip(mse, TASKS)]
-    return float(np.mean(mse)), float(np.mean(normalized)), model.count_params()
+    x, y, _ = make_data(p, num_train + num_val + num_test, seed=seed)
+    bounds = {"train": (0, num_train), "val": (num_train, num_train + num_val)}
+    bounds["test"] = (num_train + num_val, num_train + num_val + num_test)
+    return {k: (x[a:b], {t: v[a:b] for t, v in y.items()}) for k, (a, b) in bounds.items()}
+
+
+class Trainer:
+    """One compiled model of an architecture, re-initialized for every run.
+
+    Every run starts from the weights of a freshly built, seeded model and
+    from a zeroed Adam state, so it trains exactly like a new model; but
+    the compiled training and evaluation functions are traced once per
+    architecture, not once per run (tracing the MMoE's graph takes longer
+    than training it for a few epochs on 2 cores).
+
+    Args:
+        name: One of `MODELS`.
+        steps_per_execution: Training steps per call of the compiled
+            function.
+
+    Example:
+
+    >>> trainer = Trainer("shared-bottom")
+    >>> data = split_data(0.5, seed=0, num_train=64, num_val=32, num_test=32)
+    >>> run = trainer.run(data, seed=0, learning_rate=1e-2, max_epochs=2,
+    ...                   batch_size=32)
+    >>> len(run["test_mse"]), run["epochs"]
+    (2, 2)
+    """
+
+    def __init__(self, name, steps_per_execution=1):
+        self.name = name
+        self.model = make_model(name)
+        self.optimizer = keras.optimizers.Adam()
+        self.model.compile(
+            optimizer=self.optimizer,
+            loss={t: "mse" for t in TASKS},
+            mode="joint",
+            steps_per_execution=steps_per_execution,
+        )
+        self.model(np.zeros((1, DIM), "float32"))
+        self.num_params = self.model.count_params()
+
+    def _reset(self, seed, learning_rate):
+        keras.utils.set_random_seed(seed)
+        fresh = make_model(self.name)
+        fresh(np.zeros((1, DIM), "float32"))
+        self.model.set_weights(fresh.get_weights())
+        for variable in self.optimizer.variables:  # iterations, moments
+            variable.assign(np.zeros(variable.shape, variable.dtype))
+        self.optimizer.learning_rate.assign(learning_rate)
+        keras.utils.set_random_seed(seed)  # the shuffling of fit()
+
+    def run(self, data, seed, learning_rate, max_epochs, batch_size, patience=4):
+        """Trains from the seeded initialization until the validation loss stops improving.
+
+        Args:
+            data: A `split_data` result.
+            seed: Int seed of the initialization and of the shuffling.
+            learning_rate: Adam's initial learning rate, halved after every
+                epoch without a validation improvement.
+            max_epochs: Most epochs to train.
+            batch_size: Rows per step.
+            patience: Epochs without a validation improvement (of at least
+                1e-4) before stopping.
+
+        Returns:
+            Dict: `test_mse` (per task, with the restored best weights),
+            `val_loss` (the joint validation loss after each epoch),
+            `best_epoch` (1-based, the weights kept), `epochs` (trained)
+            and `final_lr`.
+        """
+        self._reset(seed, learning_rate)
+        stopper = keras.callbacks.EarlyStopping(
+            "val_loss", min_delta=1e-4, patience=patience, restore_best_weights=True
+        )
+        history = self.model.fit(
+            *data["train"],
+            validation_data=data["val"],
+            epochs=max_epochs,
+            batch_size=batch_size,
+            verbose=0,
+            callbacks=[
+                keras.callbacks.ReduceLROnPlateau(
+                    "val_loss", factor=0.5, patience=1, min_delta=1e-4, min_lr=1e-5
+                ),
+                stopper,
+            ],
+        )
+        scores = self.model.evaluate(*data["test"], batch_size=1024, verbose=0, return_dict=True)
+        return {
+            "test_mse": [float(scores[f"{t}_loss"]) for t in TASKS],
+            "val_loss": [float(v) for v in history.history["val_loss"]],
+            "best_epoch": stopper.best_epoch + 1,
+            "epochs": len(history.history["val_loss"]),
+            "final_lr": float(self.optimizer.learning_rate.numpy()),
+        }
+
+
+def choose_learning_rates(trainers, data, learning_rates, **run_kwargs):
+    """Each model's initial learning rate with the lowest best validation loss on `data`.
+
+    Args:
+        trainers: `{model name: Trainer}`.
+        data: A `split_data` result (its test rows are not used).
+        learning_rates: The candidates.
+        **run_kwargs: `max_epochs`, `batch_size`, `patience` of `Trainer.run`.
+
+    Returns:
+        `(chosen, scores)`: `{model: learning rate}` and
+        `{model: {learning rate: best validation loss}}`.
+    """
+    scores = {
+        name: {
+            lr: min(trainer.run(data, TUNING_SEED, lr, **run_kwargs)["val_loss"])
+            for lr in learning_rates
+        }
+        for name, trainer in trainers.items()
+    }
+    return {name: min(s, key=s.get) for name, s in scores.items()}, scores
 
 
 def _std(values):
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def format_table(results, p_values, correlations, normalized=None):
-    """Markdown table: one row per (p, model), the test loss over seeds (mean,
-    std, min, max) and, given `normalized`, the normalized loss (mean, std)."""
-    extra = " norm. MSE mean | norm. std |" if normalized is not None else ""
+def _mean_std(values):
+    return f"{np.mean(values):.4f} ± {_std(values):.4f}"
+
+
+def format_table(runs, p_values, correlations):
+    """Markdown table: one row per (p, model); over the seeds, each task's test
+    MSE and their mean (mean ± std), the min and max of that mean, the epoch
+    early stopping kept (mean, min-max) and the epochs trained (mean)."""
     lines = [
-        "| p | label corr. | model | test MSE mean | std | min | max |" + extra + " seeds |",
-        "|---|---|---|---|---|---|---|" + ("---|---|" if extra else "") + "---|",
+        "| p | label corr. | model | t1 test MSE | t2 test MSE | mean of tasks | min | max "
+        "| best epoch | epochs | seeds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in p_values:
         for name in MODELS:
-            losses = np.asarray(results[(p, name)])
-            row = (
-                f"| {p:g} | {correlations[p]:.3f} | {name} | {losses.mean():.4f} | "
-                f"{_std(losses):.4f} | {losses.min():.4f} | {losses.max():.4f} |"
+            rs = runs[(p, name)]
+            per_task = np.asarray([r["test_mse"] for r in rs])
+            both = per_task.mean(axis=1)
+            best = [r["best_epoch"] for r in rs]
+            lines.append(
+                f"| {p:g} | {correlations[p]:.3f} | {name} | {_mean_std(per_task[:, 0])} | "
+                f"{_mean_std(per_task[:, 1])} | {_mean_std(both)} | {both.min():.4f} | "
+                f"{both.max():.4f} | {np.mean(best):.1f} ({min(best)}-{max(best)}) | "
+                f"{np.mean([r['epochs'] for r in rs]):.1f} | {len(rs)} |"
             )
-            if normalized is not None:
-                norm = np.asarray(normalized[(p, name)])
-                row += f" {norm.mean():.4f} | {_std(norm):.4f} |"
-            lines.append(row + f" {len(losses)} |")
     return "\n".join(lines)
 
 
-def save_plot(results, normalized, p_values, path):
-    """Test loss and normalized test loss vs p per model, error bars one
-    standard deviation over the seeds; False without matplotlib."""
+def save_plot(runs, p_values, path):
+    """Left: test MSE (mean of the tasks) vs p per model, error bars one standard
+    deviation over the seeds; right: every run's test MSE. False without matplotlib."""
     try:
         import matplotlib
 
@@ -197,25 +328,34 @@ def save_plot(results, normalized, p_values, path):
         print(f"matplotlib is not installed: skipping {path} (pip install 'keras_mtl[plot]').")
         return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, values, label in (
-        (axes[0], results, "final test MSE (mean of the 2 tasks)"),
-        (axes[1], normalized, "test MSE / label variance (1 - R^2)"),
-    ):
-        for k, name in enumerate(MODELS):
-            losses = [np.asarray(values[(p, name)]) for p in p_values]
-            ax.errorbar(
-                np.asarray(p_values) + (k - 1) * 0.008,
-                [v.mean() for v in losses],
-                yerr=[_std(v) for v in losses],
-                marker="o",
-                capsize=3,
-                label=name,
+    for k, name in enumerate(MODELS):
+        offset = (k - 1) * 0.01
+        losses = [np.asarray([np.mean(r["test_mse"]) for r in runs[(p, name)]]) for p in p_values]
+        axes[0].errorbar(
+            np.asarray(p_values) + offset,
+            [v.mean() for v in losses],
+            yerr=[_std(v) for v in losses],
+            marker="o",
+            capsize=3,
+            label=name,
+        )
+        for j, (p, v) in enumerate(zip(p_values, losses)):
+            axes[1].scatter(
+                np.full(len(v), p + offset * 1.5),
+                v,
+                s=14,
+                color=f"C{k}",
+                label=name if j == 0 else None,
             )
+    axes[0].set_ylabel("test MSE (mean of the 2 tasks), mean ± std")
+    axes[1].set_ylabel("test MSE of each run (log scale)")
+    axes[1].set_yscale("log")
+    for ax in axes:
+        ax.axhline(NOISE_STD**2, color="gray", linestyle=":", label="noise floor")
         ax.set_xlabel("task correlation p = cos(w1, w2)")
-        ax.set_ylabel(label)
         ax.invert_xaxis()
         ax.legend()
-    fig.suptitle("Synthetic tasks of Ma et al. (2018): mean ± std over seeds")
+    fig.suptitle("Synthetic tasks of Ma et al. (2018), trained to early stopping")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -226,58 +366,81 @@ def save_plot(results, normalized, p_values, path):
 def main(
     p_values=(1.0, 0.9, 0.8, 0.5),
     seeds=(0, 1, 2, 3, 4),
-    num_train=2000,
-    num_test=2000,
-    epochs=8,
-    batch_size=64,
-    learning_rate=1e-2,
+    num_train=10000,
+    num_val=1000,
+    num_test=1000,
+    batch_size=256,
+    max_epochs=30,
+    patience=4,
+    learning_rates=LEARNING_RATES,
     plot_path="mmoe_synthetic.png",
 ):
-    """Runs every (p, seed, model), prints the parameter counts and the table,
-    saves the plot (`plot_path`; None skips it).
+    """Chooses each model's learning rate on the tuning data set, then runs
+    every (p, seed, model); prints the parameter counts, the choice, the table
+    and the times; saves the plot (`plot_path`; None skips it).
+
+    Args:
+        p_values: The task correlations.
+        seeds: The evaluation seeds (`TUNING_SEED` must not be one).
+        num_train, num_val, num_test: Rows of each split.
+        batch_size: Rows per step.
+        max_epochs: Most epochs per run.
+        patience: Epochs without a validation improvement before stopping.
+        learning_rates: Candidate initial learning rates; with one, no tuning.
+        plot_path: Where to save the plot, or None.
 
     Returns:
-        Dict with `losses` (`{(p, model): [test MSE per seed]}`),
-        `normalized` (the same, each task's MSE over its label variance), `params`
-        (`{model: count}`), `correlations` (`{p: label Pearson correlation,
-        averaged over seeds}`) and the printed `table`.
+        Dict with `runs` (`{(p, model): [Trainer.run result per seed]}`),
+        `learning_rates` (`{model: chosen}`), `tuning` (the validation
+        losses that chose them), `params` (`{model: count}`),
+        `correlations` (`{p: label Pearson correlation, averaged over
+        seeds}`) and the printed `table`.
     """
-    start = time.time()
-    results = {(p, name): [] for p in p_values for name in MODELS}
-    normalized = {(p, name): [] for p in p_values for name in MODELS}
-    params, corr = {}, {p: [] for p in p_values}
+    if TUNING_SEED in seeds:
+        raise ValueError(f"`seeds` must not contain TUNING_SEED={TUNING_SEED}. Got: {seeds!r}.")
+    start, cpu_start = time.time(), time.process_time()
+    steps = -(-num_train // batch_size)
+    trainers = {name: Trainer(name, steps_per_execution=steps) for name in MODELS}
+    params = {name: t.num_params for name, t in trainers.items()}
+    print("Parameters: " + ", ".join(f"{n} {params[n]}" for n in MODELS), flush=True)
+    fit_kwargs = dict(max_epochs=max_epochs, batch_size=batch_size, patience=patience)
+    if len(learning_rates) > 1:
+        tuning_data = split_data(TUNING_P, TUNING_SEED, num_train, num_val, num_test)
+        chosen, tuning = choose_learning_rates(trainers, tuning_data, learning_rates, **fit_kwargs)
+        for name in MODELS:
+            losses = ", ".join(f"{lr:g}: {v:.4f}" for lr, v in tuning[name].items())
+            print(f"{name}: best validation loss per learning rate {{{losses}}}")
+        print(f"Chosen ({time.time() - start:.0f} s): {chosen}", flush=True)
+    else:
+        chosen, tuning = {name: learning_rates[0] for name in MODELS}, {}
+    runs = {(p, name): [] for p in p_values for name in MODELS}
+    corr = {p: [] for p in p_values}
     for seed in seeds:
         for p in p_values:
-            x, y, _ = make_data(p, num_train + num_test, seed=seed)
-            corr[p].append(np.corrcoef(y["t1"][:, 0], y["t2"][:, 0])[0, 1])
-            data = (
-                x[:num_train],
-                {t: v[:num_train] for t, v in y.items()},
-                x[num_train:],
-                {t: v[num_train:] for t, v in y.items()},
-            )
+            data = split_data(p, seed, num_train, num_val, num_test)
+            y_all = [np.concatenate([data[s][1][t] for s in data])[:, 0] for t in TASKS]
+            corr[p].append(np.corrcoef(*y_all)[0, 1])
             for name in MODELS:
-                loss, norm, params[name] = train_and_test(
-                    name, data, seed, epochs, batch_size, learning_rate
-                )
-                results[(p, name)].append(loss)
-                normalized[(p, name)].append(norm)
+                runs[(p, name)].append(trainers[name].run(data, seed, chosen[name], **fit_kwargs))
         print(f"seed {seed} done ({time.time() - start:.0f} s)", flush=True)
     correlations = {p: float(np.mean(v)) for p, v in corr.items()}
-    steps = epochs * -(-num_train // batch_size)
-    print("\nParameters: " + ", ".join(f"{n} {params[n]}" for n in MODELS))
     print(
-        f"\n{len(seeds)} seeds, {num_train} training / {num_test} test rows, d={DIM}, "
-        f"Adam lr={learning_rate:g}, {epochs} epochs of batch {batch_size} ({steps} steps):\n"
+        f"\n{len(seeds)} seeds, {num_train} training / {num_val} validation / {num_test} test "
+        f"rows, d={DIM}, batch {batch_size} ({steps} steps per epoch), at most {max_epochs} "
+        f"epochs, patience {patience}, initial Adam learning rates {chosen}:\n"
     )
-    table = format_table(results, p_values, correlations, normalized)
+    table = format_table(runs, p_values, correlations)
     print(table)
-    print(f"\nTotal time: {time.time() - start:.0f} s")
+    print(
+        f"\nTotal time: {time.time() - start:.0f} s wall, "
+        f"{time.process_time() - cpu_start:.0f} s CPU (this process, all threads)"
+    )
     if plot_path is not None:
-        save_plot(results, normalized, p_values, plot_path)
+        save_plot(runs, p_values, plot_path)
     return {
-        "losses": results,
-        "normalized": normalized,
+        "runs": runs,
+        "learning_rates": chosen,
+        "tuning": tuning,
         "params": params,
         "correlations": correlations,
         "table": table,

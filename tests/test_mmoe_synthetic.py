@@ -70,7 +70,54 @@ def test_p_outside_minus_one_one_raises(synthetic):
         synthetic.make_data(1.5, 10)
 
 
-@pytest.mark.slow  # builds 6 small models: about 20 s on 2 cores
+def test_split_data_is_make_data_cut_in_order(synthetic):
+    data = synthetic.split_data(0.8, seed=2, num_train=30, num_val=7, num_test=5)
+    x, y, _ = synthetic.make_data(0.8, 42, seed=2)
+    for split, (a, b) in {"train": (0, 30), "val": (30, 37), "test": (37, 42)}.items():
+        xs, ys = data[split]
+        np.testing.assert_array_equal(xs, x[a:b])
+        for t in synthetic.TASKS:
+            np.testing.assert_array_equal(ys[t], y[t][a:b])
+
+
+def test_tuning_seed_in_the_evaluation_seeds_raises(synthetic):
+    with pytest.raises(ValueError, match="TUNING_SEED"):
+        synthetic.main(seeds=(0, synthetic.TUNING_SEED), plot_path=None)
+
+
+@pytest.mark.slow  # traces 2 small models: ~12 s CPU (23 s wall, loaded cores)
+def test_reused_trainer_trains_like_a_new_one(synthetic):
+    data = synthetic.split_data(0.5, seed=3, num_train=96, num_val=32, num_test=32)
+    kwargs = dict(learning_rate=1e-2, max_epochs=3, batch_size=32)
+    trainer = synthetic.Trainer("shared-bottom")
+    new = trainer.run(data, seed=3, **kwargs)
+    # The weights kept are those of the best validation epoch.
+    assert new["epochs"] == 3 and 1 <= new["best_epoch"] <= 3
+    val = trainer.model.evaluate(*data["val"], verbose=0, return_dict=True)["loss"]
+    np.testing.assert_allclose(val, new["val_loss"][new["best_epoch"] - 1], rtol=1e-5)
+    reused = synthetic.Trainer("shared-bottom")
+    other = synthetic.split_data(0.9, seed=5, num_train=64, num_val=32, num_test=32)
+    reused.run(other, seed=5, learning_rate=3e-2, max_epochs=2, batch_size=32)
+    again = reused.run(data, seed=3, **kwargs)
+    assert (again["epochs"], again["best_epoch"]) == (new["epochs"], new["best_epoch"])
+    for key in ("test_mse", "val_loss"):
+        np.testing.assert_allclose(again[key], new[key], rtol=1e-5)
+    np.testing.assert_allclose(again["final_lr"], new["final_lr"])
+
+
+@pytest.mark.slow  # 1 small model, 2 short runs: ~6 s CPU (11 s wall, loaded)
+def test_choose_learning_rates_picks_the_lowest_validation_loss(synthetic):
+    data = synthetic.split_data(0.5, seed=1, num_train=96, num_val=32, num_test=32)
+    trainers = {"shared-bottom": synthetic.Trainer("shared-bottom")}
+    chosen, scores = synthetic.choose_learning_rates(
+        trainers, data, (1e-4, 3e-2), max_epochs=2, batch_size=32
+    )
+    losses = scores["shared-bottom"]
+    assert set(losses) == {1e-4, 3e-2} and all(math.isfinite(v) for v in losses.values())
+    assert chosen == {"shared-bottom": min(losses, key=losses.get)}
+
+
+@pytest.mark.slow  # traces the 3 models: ~30 s CPU (63 s wall, loaded cores)
 def test_short_run_has_every_row_and_finite_losses(synthetic, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # the plot is skipped with a note
     p_values = (1.0, 0.5)
@@ -78,20 +125,25 @@ def test_short_run_has_every_row_and_finite_losses(synthetic, tmp_path, capsys, 
         p_values=p_values,
         seeds=(0,),
         num_train=64,
+        num_val=32,
         num_test=32,
-        epochs=1,
         batch_size=32,
+        max_epochs=2,
+        learning_rates=(1e-2,),
         plot_path=str(tmp_path / "plot.png"),
     )
     printed = capsys.readouterr().out
     assert "matplotlib is not installed" in printed
     assert not (tmp_path / "plot.png").exists()
-    assert set(out["losses"]) == {(p, m) for p in p_values for m in synthetic.MODELS}
-    for values in (out["losses"], out["normalized"]):
-        assert set(values) == set(out["losses"])
-        for losses in values.values():
-            assert len(losses) == 1 and all(math.isfinite(v) and v > 0 for v in losses)
-    rows = [line for line in out["table"].splitlines()[2:]]
+    assert out["learning_rates"] == {m: 1e-2 for m in synthetic.MODELS} and out["tuning"] == {}
+    assert set(out["runs"]) == {(p, m) for p in p_values for m in synthetic.MODELS}
+    for runs in out["runs"].values():
+        assert len(runs) == 1
+        (run,) = runs
+        assert len(run["test_mse"]) == 2
+        assert all(math.isfinite(v) and v > 0 for v in run["test_mse"])
+        assert run["epochs"] == 2 and 1 <= run["best_epoch"] <= 2
+    rows = out["table"].splitlines()[2:]
     assert len(rows) == len(p_values) * len(synthetic.MODELS)
     for p in p_values:
         for name in synthetic.MODELS:
