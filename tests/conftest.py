@@ -48,14 +48,17 @@ def pytest_cmdline_main(config):
     thread, so a second process nearly halves the suite on 2 cores. Kept out
     of `addopts` so that the suite still runs where xdist is not installed, and
     so that `-n 0` or `-p no:xdist` give one ordinary process for debugging
-    (`--pdb` does too). Whole files go to one worker (`--dist loadfile`), so a
-    module-scoped fixture (a trained or exported model) is built once.
+    (so do `--pdb` and naming only single tests, `file.py::test_name`). Whole
+    files go to one worker (`--dist loadfile`), so a module-scoped fixture (a
+    trained or exported model) is built once.
     """
     if os.environ.get("PYTEST_XDIST_WORKER") or not config.pluginmanager.hasplugin("xdist"):
         return
     if config.option.numprocesses is None and not config.option.collectonly:
-        if len(os.sched_getaffinity(0)) < 2:
-            return
+        if len(os.sched_getaffinity(0)) < 2 or (
+            config.args and all("::" in arg for arg in config.args)
+        ):
+            return  # one CPU, or only named tests: starting workers costs more
         config.option.numprocesses = "logical"  # xdist turns it off under --pdb
     if config.option.numprocesses and config.option.dist == "no":
         config.option.dist = "loadfile"

@@ -125,6 +125,7 @@ def _updates_over_run(model, x, y, steps_per_execution=50):
 
 
 @pytest.mark.parametrize("probabilities", [{"y1": 0.5, "y2": 0.5}, {"y1": 0.8, "y2": 0.2}])
+@pytest.mark.slow
 def test_task_frequencies_match_sampler(probabilities):
     n = 2000
     x, y = regression_data(n=n, units=(1, 1))
@@ -144,6 +145,7 @@ def test_task_frequencies_match_sampler(probabilities):
     assert abs(updates["y1"] - n * p) < 4 * sigma
 
 
+@pytest.mark.slow
 def test_same_seed_gives_same_sequence_and_weights():
     x, y = regression_data(n=64)
 
