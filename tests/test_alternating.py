@@ -82,6 +82,7 @@ def _hand_written_tutorial_loop(model, x, y, learning_rate, batch_size, steps):
         step(task, tf.constant(xb), tf.constant(yb[task]))
 
 
+@pytest.mark.slow
 def test_task_optimizers_match_hand_written_tutorial_loop():
     x, y = regression_data(n=64)
     ours = seed_model()
@@ -186,6 +187,7 @@ def test_task_is_chosen_per_step_inside_one_compiled_call():
     assert history.history["y2_updates"][0] > 10
 
 
+@pytest.mark.slow
 def test_alternating_loss_weights_scale_the_trained_task_loss():
     x, y = regression_data(n=32)
     logs = {}

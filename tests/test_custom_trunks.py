@@ -452,6 +452,7 @@ def test_export_takes_the_trunks_inputs_by_name_and_dtype_in_a_fresh_process(tmp
         np.testing.assert_allclose(np.array(out[task]), expected[task], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_export_of_an_image_trunk_takes_images(tmp_path):
     x, _ = image_data(n=4)
     model = keras_mtl.MultiTaskModel(conv_trunk(), {"digit": 3, "odd": 1})
@@ -663,6 +664,7 @@ def test_weighting_methods_train_a_sequence_trunk(method):
     assert np.isfinite(history["loss"]).all() and history["tags_loss"][-1] < history["tags_loss"][0]
 
 
+@pytest.mark.slow
 def test_task_optimizers_with_a_named_trunk_leave_the_other_task_untouched():
     frame = named_data()
     model = named_model()

@@ -40,6 +40,7 @@ def test_joint_training_matches_functional_model(optimizer):
         np.testing.assert_allclose(ours.history[key], theirs.history[key], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_joint_training_with_regularizer_matches_functional_model():
     x, y = regression_data(n=64, features=10, units=(4, 3))
     model = keras_mtl.MultiTaskModel(
