@@ -82,6 +82,7 @@ def _hand_written_tutorial_loop(model, x, y, learning_rate, batch_size, steps):
         step(task, tf.constant(xb), tf.constant(yb[task]))
 
 
+@pytest.mark.slow
 def test_task_optimizers_match_hand_written_tutorial_loop():
     x, y = regression_data(n=64)
     ours = seed_model()
@@ -125,6 +126,7 @@ def _updates_over_run(model, x, y, steps_per_execution=50):
 
 
 @pytest.mark.parametrize("probabilities", [{"y1": 0.5, "y2": 0.5}, {"y1": 0.8, "y2": 0.2}])
+@pytest.mark.slow
 def test_task_frequencies_match_sampler(probabilities):
     n = 2000
     x, y = regression_data(n=n, units=(1, 1))
@@ -144,6 +146,7 @@ def test_task_frequencies_match_sampler(probabilities):
     assert abs(updates["y1"] - n * p) < 4 * sigma
 
 
+@pytest.mark.slow
 def test_same_seed_gives_same_sequence_and_weights():
     x, y = regression_data(n=64)
 
@@ -184,6 +187,7 @@ def test_task_is_chosen_per_step_inside_one_compiled_call():
     assert history.history["y2_updates"][0] > 10
 
 
+@pytest.mark.slow
 def test_alternating_loss_weights_scale_the_trained_task_loss():
     x, y = regression_data(n=32)
     logs = {}

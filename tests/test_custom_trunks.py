@@ -194,6 +194,7 @@ def _functional_twin(model, inputs):
 
 
 @pytest.mark.parametrize("optimizer", ["adam"])
+@pytest.mark.slow
 def test_joint_with_a_conv_trunk_equals_the_functional_model_step_for_step(optimizer):
     x, y = image_data()
     heads = {
@@ -219,6 +220,7 @@ def test_joint_with_a_conv_trunk_equals_the_functional_model_step_for_step(optim
     )
 
 
+@pytest.mark.slow
 def test_joint_with_a_masked_sequence_head_equals_the_functional_model():
     """Embedding(mask_zero=True) trunk and a per-timestep head: padded
     timesteps are left out of the loss exactly as Keras leaves them out."""
@@ -273,6 +275,7 @@ def test_sequence_labels_are_checked_against_the_head_output_shape():
 
 # -------------------------------------------------------------- named inputs
 @pytest.mark.parametrize("mode", ["alternating"])  # joint: the MirroredStrategy test below
+@pytest.mark.slow
 def test_named_inputs_of_several_dtypes_train_from_a_dataframe_or_a_dict(mode):
     frame = named_data()
     model = named_model()
@@ -338,6 +341,7 @@ def test_missing_labels_and_sample_weights_work_with_named_inputs():
     assert before is None and np.isfinite(model.heads["mass"].get_weights()[0]).all()
 
 
+@pytest.mark.slow
 def test_pydataset_with_dict_inputs_trains():
     frame = named_data()
     x = {k: tf.constant(v) for k, v in as_dict(frame).items()}
@@ -362,6 +366,7 @@ def test_pydataset_with_dict_inputs_trains():
     assert history["species_updates"][0] + history["mass_updates"][0] == 5
 
 
+@pytest.mark.slow
 def test_interleave_takes_per_task_datasets_whose_x_is_a_dict():
     frame = named_data(n=48)
     x = as_dict(frame)
@@ -393,6 +398,7 @@ def test_interleave_refuses_datasets_with_different_named_inputs():
 
 
 # ----------------------------------------------------------------- export
+@pytest.mark.slow
 def test_export_takes_the_trunks_inputs_by_name_and_dtype_in_a_fresh_process(tmp_path):
     frame = named_data()
     model = named_model()
@@ -446,6 +452,7 @@ def test_export_takes_the_trunks_inputs_by_name_and_dtype_in_a_fresh_process(tmp
         np.testing.assert_allclose(np.array(out[task]), expected[task], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_export_of_an_image_trunk_takes_images(tmp_path):
     x, _ = image_data(n=4)
     model = keras_mtl.MultiTaskModel(conv_trunk(), {"digit": 3, "odd": 1})
@@ -472,6 +479,7 @@ class Scale(keras.layers.Layer):
 
 
 @pytest.mark.parametrize("mode,custom_layer", [("joint", True), ("alternating", False)])
+@pytest.mark.slow
 def test_save_load_and_resume_exactly_with_a_custom_trunk(tmp_path, mode, custom_layer):
     x, y = image_data()
 
@@ -506,6 +514,7 @@ def test_save_load_and_resume_exactly_with_a_custom_trunk(tmp_path, mode, custom
 
 
 # ------------------------------------------------- alternating invariants
+@pytest.mark.slow
 def test_alternating_with_batch_norm_leaves_other_heads_and_their_state_bit_identical():
     """A step of task t updates the trunk (BatchNormalization's moving
     statistics in the trunk included: the trunk saw the batch) and t's head;
@@ -578,6 +587,7 @@ def _train_named(strategy, mode):
 
 
 @pytest.mark.parametrize("mode", ["joint", "alternating"])
+@pytest.mark.slow
 def test_mirrored_training_with_a_named_input_trunk_equals_single_device(mirrored_strategy, mode):
     single, single_logs = _train_named(None, mode)
     mirrored, mirrored_logs = _train_named(mirrored_strategy, mode)
@@ -607,6 +617,7 @@ def test_config_round_trips_and_names_the_format_a_layer_trunk_needs():
 
 # ------------------------------------------- XLA, weighting, task optimizers
 @pytest.mark.parametrize("mode", ["joint"])  # alternating + XLA: tests/test_expert_models.py
+@pytest.mark.slow
 def test_xla_with_a_conv_trunk_trains_like_the_default(mode):
     x, y = image_data()
     runs = []
@@ -630,6 +641,7 @@ def test_xla_with_a_conv_trunk_trains_like_the_default(mode):
 
 
 @pytest.mark.parametrize("method", [keras_mtl.weighting.PCGrad(), keras_mtl.weighting.MGDA()])
+@pytest.mark.slow
 def test_weighting_methods_train_a_sequence_trunk(method):
     """MGDA's representation gradients with a rank-3 trunk output (a sequence)."""
     rng = np.random.default_rng(0)
@@ -652,6 +664,7 @@ def test_weighting_methods_train_a_sequence_trunk(method):
     assert np.isfinite(history["loss"]).all() and history["tags_loss"][-1] < history["tags_loss"][0]
 
 
+@pytest.mark.slow
 def test_task_optimizers_with_a_named_trunk_leave_the_other_task_untouched():
     frame = named_data()
     model = named_model()

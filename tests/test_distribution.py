@@ -59,6 +59,7 @@ def _trainable(model):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("mode", ["joint", "alternating"])
+@pytest.mark.slow
 def test_mirrored_training_equals_single_device(mirrored_strategy, mode, optimizer):
     single, single_logs = _train(None, mode, optimizer)
     mirrored, mirrored_logs = _train(mirrored_strategy, mode, optimizer)
@@ -67,6 +68,7 @@ def test_mirrored_training_equals_single_device(mirrored_strategy, mode, optimiz
         np.testing.assert_allclose(mirrored_logs[key], single_logs[key], rtol=1e-4, err_msg=key)
 
 
+@pytest.mark.slow
 def test_mirrored_alternating_with_task_optimizers_and_steps_per_execution(mirrored_strategy):
     kwargs = dict(steps_per_execution=4, task_optimizers={"a": "adam", "b": "rmsprop"})
     single, single_logs = _train(None, "alternating", **kwargs)
@@ -75,6 +77,7 @@ def test_mirrored_alternating_with_task_optimizers_and_steps_per_execution(mirro
     assert mirrored_logs["a_updates"] == single_logs["a_updates"]
 
 
+@pytest.mark.slow
 def test_mirrored_alternating_leaves_inactive_heads_untouched_on_every_replica(mirrored_strategy):
     with mirrored_strategy.scope():
         model = keras_mtl.MultiTaskModel([8], {"a": 2, "b": 3})
@@ -102,6 +105,7 @@ def test_mirrored_alternating_leaves_inactive_heads_untouched_on_every_replica(m
     np.testing.assert_array_equal(kernel[0].numpy(), kernel[1].numpy())
 
 
+@pytest.mark.slow
 def test_mirrored_interleaved_datasets_train_one_task_per_global_batch(mirrored_strategy):
     rng = np.random.default_rng(1)
 
@@ -139,6 +143,7 @@ def test_mirrored_interleaved_datasets_train_one_task_per_global_batch(mirrored_
     assert_same_arrays(_trainable(mirrored), _trainable(single), exact=False, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mirrored_evaluate_equals_single_device(mirrored_strategy):
     single, _ = _train(None, "joint")
     with mirrored_strategy.scope():

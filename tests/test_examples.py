@@ -246,6 +246,7 @@ def _load(name):
     return module
 
 
+@pytest.mark.slow
 def test_seed_tutorial_trains_both_ways():
     results = _load("seed_tutorial").main(epochs=1)
     assert set(results) == {"alternating", "joint"}
@@ -254,6 +255,7 @@ def test_seed_tutorial_trains_both_ways():
         assert all(math.isfinite(v) for v in logs.values())
 
 
+@pytest.mark.slow
 def test_two_datasets_example_compares_samplers():
     results = _load("two_datasets").main(epochs=1)
     assert set(results) == {"proportional", "uniform"}
@@ -262,6 +264,7 @@ def test_two_datasets_example_compares_samplers():
         assert all(0 < v < 5 for v in scores.values())
 
 
+@pytest.mark.slow
 def test_export_for_serving_example_writes_a_versioned_saved_model(tmp_path, capsys):
     import tensorflow as tf
 

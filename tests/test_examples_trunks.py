@@ -94,6 +94,7 @@ def test_translation_data_is_two_padded_token_datasets_of_different_sizes(transl
     np.testing.assert_array_equal(again["de"][1][0]["tokens"], data["de"][1][0]["tokens"])
 
 
+@pytest.mark.slow
 def test_translation_main_updates_tasks_in_proportion_and_learns_both(translation, capsys):
     rows = translation.main(epochs=2, verbose=0)
     out = capsys.readouterr().out

@@ -40,8 +40,15 @@ def data(n=48, seed=0):
     }
 
 
-@pytest.mark.parametrize("kind", sorted(LAYERS))
-@pytest.mark.parametrize("mode", ["joint", "alternating"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("cgc", marks=pytest.mark.slow),
+        "mmoe",
+        pytest.param("ple", marks=pytest.mark.slow),
+    ],
+)
+@pytest.mark.parametrize("mode", ["joint", pytest.param("alternating", marks=pytest.mark.slow)])
 def test_each_expert_layer_trains_in_both_modes(kind, mode):
     x, y = data()
     model = keras_mtl.MultiTaskModel(LAYERS[kind](), HEADS())
@@ -57,7 +64,14 @@ def test_each_expert_layer_trains_in_both_modes(kind, mode):
     assert model.per_task_trunk
 
 
-@pytest.mark.parametrize("kind", sorted(LAYERS))
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "cgc",
+        pytest.param("mmoe", marks=pytest.mark.slow),
+        pytest.param("ple", marks=pytest.mark.slow),
+    ],
+)
 def test_an_alternating_step_touches_only_what_its_task_depends_on(kind):
     """After a step of task t, every variable t's output does not depend on
     (other tasks' gates and own experts, their heads) and its Adam slots are
@@ -107,6 +121,7 @@ def _hand_written_mmoe(layer, heads):
     return model
 
 
+@pytest.mark.slow
 def test_joint_mmoe_equals_a_hand_written_functional_mmoe_step_for_step():
     x, y = data()
     model = keras_mtl.MultiTaskModel(LAYERS["mmoe"](), HEADS())
@@ -132,6 +147,7 @@ def test_joint_mmoe_equals_a_hand_written_functional_mmoe_step_for_step():
 
 
 @pytest.mark.parametrize("kind", ["mmoe", "ple"])
+@pytest.mark.slow
 def test_save_load_and_resume_exactly_with_an_expert_trunk(tmp_path, kind):
     x, y = data()
 
@@ -156,6 +172,7 @@ def test_save_load_and_resume_exactly_with_an_expert_trunk(tmp_path, kind):
     assert_same_arrays(resumed.get_weights(), straight.get_weights(), exact=False, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_export_serves_each_task_of_an_expert_trunk(tmp_path):
     x, _ = data(n=4)
     model = keras_mtl.MultiTaskModel(LAYERS["cgc"](), HEADS())
@@ -180,6 +197,7 @@ def _train_mmoe(strategy, mode):
 
 
 @pytest.mark.parametrize("mode", ["joint", "alternating"])
+@pytest.mark.slow
 def test_mirrored_mmoe_equals_single_device(mirrored_strategy, mode):
     single, single_logs = _train_mmoe(None, mode)
     mirrored, mirrored_logs = _train_mmoe(mirrored_strategy, mode)
@@ -193,6 +211,7 @@ def test_mirrored_mmoe_equals_single_device(mirrored_strategy, mode):
         np.testing.assert_allclose(mirrored_logs[key], single_logs[key], rtol=1e-4, err_msg=key)
 
 
+@pytest.mark.slow
 def test_expert_layers_inside_a_functional_trunk_take_task_names():
     inputs = keras.Input((5,), name="features")
     hidden = keras.layers.Dense(8, activation="relu")(inputs)
@@ -233,6 +252,7 @@ def test_expert_utilization_without_an_expert_layer_is_explained():
 
 
 @pytest.mark.parametrize("mode", ["alternating"])  # joint + XLA: tests/test_custom_trunks.py
+@pytest.mark.slow
 def test_xla_with_an_expert_trunk_trains_like_the_default(mode):
     x, y = data()
     runs = []
@@ -250,6 +270,7 @@ def test_xla_with_an_expert_trunk_trains_like_the_default(mode):
 @pytest.mark.parametrize(
     "method", [keras_mtl.weighting.MGDA(gradients="parameters"), keras_mtl.weighting.GradNorm()]
 )
+@pytest.mark.slow
 def test_gradient_methods_combine_the_shared_experts_of_a_cgc(method):
     x, y = data()
     model = keras_mtl.MultiTaskModel(LAYERS["cgc"](), HEADS())

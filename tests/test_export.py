@@ -50,6 +50,7 @@ def test_export_lists_default_and_per_task_signatures(exported):
     assert signatures == ["serving_default", "serve", "y1", "y2"]
 
 
+@pytest.mark.slow
 def test_signatures_serve_in_a_process_that_cannot_import_keras_mtl(exported, tmp_path):
     path, _, x, expected = exported
     np.savez(tmp_path / "io.npz", x=x, **expected)
@@ -105,6 +106,7 @@ def test_task_signature_computes_only_the_trunk_and_its_head(exported):
     assert variables_used("serving_default") == trunk + 2 + 4
 
 
+@pytest.mark.slow
 def test_saved_model_cli_shows_and_runs_the_signatures(exported):
     path, _, _, _ = exported
     show = subprocess.run(

@@ -61,6 +61,7 @@ def test_small_dataset_repeats_so_proportions_hold():
 
 
 @pytest.mark.parametrize("mode", ["joint", "alternating"])
+@pytest.mark.slow
 def test_interleaved_datasets_train_in_both_modes(mode):
     ds = keras_mtl.data.interleave(_two_datasets(), sampler="proportional", seed=1)
     model = _model()
@@ -86,6 +87,7 @@ def test_alternating_trains_the_batch_own_task():
     assert history["de_updates"] == [expected.count("de")]
 
 
+@pytest.mark.slow
 def test_proportional_sampling_over_1000_and_100_batches_gives_10_to_1_updates():
     rng = np.random.default_rng(0)
     big = tf.data.Dataset.from_tensor_slices(

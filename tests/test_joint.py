@@ -16,7 +16,7 @@ def _classification_data(n=128, seed=1):
     return x, {"reg": y_reg, "cls": y_cls}
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("optimizer", ["adam", pytest.param("sgd", marks=pytest.mark.slow)])
 def test_joint_training_matches_functional_model(optimizer):
     x, y = _classification_data()
     model = keras_mtl.MultiTaskModel(
@@ -40,6 +40,7 @@ def test_joint_training_matches_functional_model(optimizer):
         np.testing.assert_allclose(ours.history[key], theirs.history[key], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_joint_training_with_regularizer_matches_functional_model():
     x, y = regression_data(n=64, features=10, units=(4, 3))
     model = keras_mtl.MultiTaskModel(

@@ -85,6 +85,7 @@ def test_task_without_labels_logs_nan_not_zero_in_joint_training():
     assert math.isfinite(history["loss"][0])
 
 
+@pytest.mark.slow
 def test_validation_task_with_absent_labels_logs_nan_not_zero():
     x, y = _data()
     model = _model()
@@ -111,6 +112,7 @@ def test_validation_task_with_all_nan_labels_logs_nan_not_zero():
     assert math.isfinite(history["val_loss"][0])
 
 
+@pytest.mark.slow
 def test_model_checkpoint_does_not_save_when_monitored_task_loss_is_nan(tmp_path):
     x, y = _data()
     path = os.path.join(tmp_path, "best.keras")
@@ -143,6 +145,7 @@ def test_model_checkpoint_does_not_save_when_monitored_task_loss_is_nan(tmp_path
     assert os.path.exists(path)
 
 
+@pytest.mark.slow
 def test_terminate_on_nan_keeps_training_when_a_task_was_not_sampled():
     x, y = _data()
     model = _model()
@@ -165,6 +168,7 @@ def test_compile_does_not_rename_the_users_metric_instance():
     assert mae.name == "mean_absolute_error"
 
 
+@pytest.mark.slow
 def test_recompiling_with_the_same_metric_instance_keeps_log_names():
     x, y = _data()
     mae = keras.metrics.MeanAbsoluteError()
@@ -195,6 +199,7 @@ def test_one_metric_instance_given_to_two_tasks_logs_each_task_separately():
 
 
 # ------------------------------------------- 8. loss comparable to val_loss
+@pytest.mark.slow
 def test_alternating_training_loss_is_the_weighted_sum_like_val_loss():
     rng = np.random.default_rng(0)
     batch_x = rng.random((8, 4)).astype("float32")
@@ -256,6 +261,7 @@ def test_plain_function_sparse_loss_trains_like_the_builtin_sparse_loss():
     assert ours["cls_loss"][0] == pytest.approx(theirs["cls_loss"][0], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_sum_reduction_loss_sums_over_the_batch():
     x, y = _data(n=16)
     model = _model()
@@ -355,6 +361,7 @@ def test_fit_with_nothing_trainable_is_refused_before_any_step():
     assert int(model.step_counter.numpy()) == 0
 
 
+@pytest.mark.slow
 def test_freezing_the_trunk_after_fit_needs_compile_again_then_keeps_it_fixed():
     x, y = _data()
     model = _model()
@@ -406,6 +413,7 @@ def test_loading_a_frozen_model_skips_no_variable(tmp_path):
 
 
 # ------------------------------------------- 17. targets Keras users give
+@pytest.mark.slow
 def test_dataframe_targets_train_like_the_dict_of_their_columns():
     x, y = _data()
     frame = pd.DataFrame({"a": y["a"][:, 0], "b": y["b"][:, 0]})
@@ -424,6 +432,7 @@ def test_dataframe_targets_train_like_the_dict_of_their_columns():
         np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_label_rank_may_change_between_fit_calls():
     # Training and validation both see the new rank (validation runs
     # Keras's test function, which relaxes shapes when they change).
@@ -459,6 +468,7 @@ def _class_weight_setup():
     return x, {"cls": labels, "r": reg}, make, compile_args, class_weight, w
 
 
+@pytest.mark.slow
 def test_per_task_class_weight_equals_the_matching_sample_weight():
     x, y, make, compile_args, class_weight, w = _class_weight_setup()
     weighted, reference = _twin_models(make, 4)
@@ -470,6 +480,7 @@ def test_per_task_class_weight_equals_the_matching_sample_weight():
         np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_per_task_class_weight_works_with_a_dataset():
     x, y, make, compile_args, class_weight, w = _class_weight_setup()
     weighted, reference = _twin_models(make, 4)

@@ -24,6 +24,7 @@ COMPILE = dict(
 )
 
 
+@pytest.mark.slow
 def test_joint_logs_have_the_keys_of_a_functional_model():
     model, x, y = _model_and_data()
     model.build((None, 5))
@@ -36,6 +37,7 @@ def test_joint_logs_have_the_keys_of_a_functional_model():
     assert {"loss", "y1_loss", "y2_loss", "y1_mae", "y2_accuracy", "val_y1_loss"} <= set(ours)
 
 
+@pytest.mark.slow
 def test_alternating_logs_add_update_counts_for_training_only():
     model, x, y = _model_and_data()
     model.compile(optimizer="adam", mode="alternating", seed=0, **COMPILE)
@@ -63,7 +65,7 @@ def test_alternating_task_loss_averages_over_steps_that_trained_it():
     assert history["y2_updates"][0] == 0.0
 
 
-@pytest.mark.parametrize("mode", ["joint", "alternating"])
+@pytest.mark.parametrize("mode", ["joint", pytest.param("alternating", marks=pytest.mark.slow)])
 def test_early_stopping_on_a_task_loss_infers_min_mode(mode):
     model, x, y = _model_and_data()
     model.compile(optimizer=keras.optimizers.SGD(0.0), mode=mode, **COMPILE)
@@ -73,6 +75,7 @@ def test_early_stopping_on_a_task_loss_infers_min_mode(mode):
     assert len(history.history["loss"]) == 2  # no improvement of 1.0: stops after patience
 
 
+@pytest.mark.slow
 def test_model_checkpoint_on_a_task_metric_keeps_the_best(tmp_path):
     model, x, y = _model_and_data()
     model.compile(optimizer="adam", mode="alternating", seed=1, **COMPILE)

@@ -79,6 +79,7 @@ def test_task_loss_is_weighted_sum_over_present_count():
     np.testing.assert_allclose(logs["reg_loss"], expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_nan_labels_never_leak_into_weights():
     x, y = _data(n=128)
     y = _with_nan_rows(y, np.arange(0, 128, 2))
@@ -90,6 +91,7 @@ def test_nan_labels_never_leak_into_weights():
         assert np.all(np.isfinite(history["loss"]))
 
 
+@pytest.mark.slow
 def test_alternating_never_trains_a_task_whose_labels_are_all_missing():
     x, y = _data(n=32)
     y = _with_nan_rows(y, np.arange(32))  # no 'reg' label anywhere
@@ -122,6 +124,7 @@ def test_joint_gives_zero_gradient_to_a_task_without_labels():
     assert any(not np.array_equal(a, b) for a, b in zip(trunk_before, model.trunk.get_weights()))
 
 
+@pytest.mark.slow
 def test_alternating_batch_without_any_label_makes_no_update():
     x, y = _data(n=8)
     model = _model()

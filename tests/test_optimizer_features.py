@@ -16,6 +16,7 @@ def _xy(n=64):
     return x, {"a": y["y1"], "u": y["y2"]}
 
 
+@pytest.mark.slow
 def test_ema_with_an_untrained_head_matches_functional_and_leaves_the_head_exact():
     x, y = _xy()
     model = keras_mtl.MultiTaskModel([8], {"u": 1, "a": 1})
@@ -65,6 +66,7 @@ def test_shared_gradient_accumulation_is_refused_in_alternating_mode():
         )
 
 
+@pytest.mark.slow
 def test_per_task_gradient_accumulation_counts_real_updates():
     x, y = _xy(n=64)
     y = {"a": y["a"], "b": y["u"]}
@@ -113,6 +115,7 @@ def _task_optimizer_model(order, schedule=False):
     return model
 
 
+@pytest.mark.slow
 def test_task_optimizer_states_are_saved_by_task_name(tmp_path):
     x, y = _xy(n=40)
     y = {"a": y["a"], "b": y["u"]}
@@ -199,6 +202,7 @@ def test_reduce_lr_on_plateau_lowers_every_optimizer_that_trains(own):
         assert _lr(model.optimizer.optimizers[0]) == pytest.approx(0.05)
 
 
+@pytest.mark.slow
 def test_learning_rate_scheduler_sets_every_task_optimizer():
     x, y = _xy(n=32)
     y = {"a": y["a"], "b": y["u"]}

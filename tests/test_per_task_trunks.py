@@ -129,6 +129,7 @@ def _all_state(model):
 
 
 @pytest.mark.parametrize("task_optimizers", [False, True])
+@pytest.mark.slow
 def test_an_alternating_step_leaves_every_variable_its_task_does_not_use_bit_identical(
     task_optimizers,
 ):
@@ -186,6 +187,7 @@ def _functional_twin(model):
     return keras.Model(inputs, outputs)
 
 
+@pytest.mark.slow
 def test_joint_with_a_per_task_trunk_equals_the_functional_model_step_for_step():
     x, y = data()
     model = towers_model()
@@ -205,6 +207,7 @@ def test_joint_with_a_per_task_trunk_equals_the_functional_model_step_for_step()
 
 
 @pytest.mark.parametrize("mode", ["joint", "alternating"])
+@pytest.mark.slow
 def test_save_load_and_resume_exactly_with_a_per_task_trunk(tmp_path, mode):
     x, y = data()
 
@@ -226,6 +229,7 @@ def test_save_load_and_resume_exactly_with_a_per_task_trunk(tmp_path, mode):
     assert_same_arrays(resumed.get_weights(), straight.get_weights(), exact=False, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_export_serves_each_task_of_a_per_task_trunk(tmp_path):
     x, _ = data(n=5)
     model = towers_model()
@@ -238,6 +242,7 @@ def test_export_serves_each_task_of_a_per_task_trunk(tmp_path):
         np.testing.assert_allclose(out[task].numpy(), expected[task], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradient_weighting_combines_only_the_shared_variables():
     x, y = data()
     model = towers_model()
@@ -296,6 +301,7 @@ def _no_bn_towers():
 
 
 @pytest.mark.parametrize("mode", ["joint", "alternating"])
+@pytest.mark.slow
 def test_mirrored_training_with_a_per_task_trunk_equals_single_device(mirrored_strategy, mode):
     single, single_logs = _train_towers(None, mode)
     mirrored, mirrored_logs = _train_towers(mirrored_strategy, mode)
@@ -309,6 +315,7 @@ def test_mirrored_training_with_a_per_task_trunk_equals_single_device(mirrored_s
         np.testing.assert_allclose(mirrored_logs[key], single_logs[key], rtol=1e-4, err_msg=key)
 
 
+@pytest.mark.slow
 def test_freezing_a_tower_takes_it_out_of_the_task_sets():
     x, y = data()
     model = towers_model()

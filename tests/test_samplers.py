@@ -68,11 +68,16 @@ def test_annealed_per_epoch_schedule_follows_the_paper():
 def _draws(sampler, tasks, steps, seed, available=None):
     bound = sampler.bind(tasks)
 
+    # One graph for all the steps: an eager map_fn calls `sample` once per step from Python.
     @tf.function
-    def draw(step):
-        return bound.sample(step, seed, available)
+    def draw_all():
+        return tf.map_fn(
+            lambda step: bound.sample(step, seed, available),
+            tf.range(steps, dtype=tf.int64),
+            fn_output_signature=tf.int32,
+        )
 
-    return tf.map_fn(draw, tf.range(steps, dtype=tf.int64), fn_output_signature=tf.int32).numpy()
+    return draw_all().numpy()
 
 
 @pytest.mark.parametrize(

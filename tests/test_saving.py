@@ -71,7 +71,14 @@ def _trainable(model):
     return [v.numpy() for v in model.trainable_weights]
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("joint", marks=pytest.mark.slow),
+        "alternating",
+        pytest.param("task_optimizers", marks=pytest.mark.slow),
+    ],
+)
 def test_fit_save_load_fit_equals_uninterrupted_fit(name, tmp_path):
     x, y = _data()
     keras.utils.set_random_seed(0)
@@ -156,6 +163,7 @@ class _Interrupt(keras.callbacks.Callback):
 
 
 @pytest.mark.parametrize("name", ["joint", "alternating", "task_optimizers"])
+@pytest.mark.slow
 def test_backup_and_restore_resumes_exactly(name, tmp_path):
     x, y = _data()
     keras.utils.set_random_seed(0)
@@ -195,6 +203,7 @@ def test_backup_and_restore_resumes_exactly(name, tmp_path):
     assert int(resumed.step_counter.numpy()) == 24
 
 
+@pytest.mark.slow
 def test_weights_checkpoint_restores_optimizers_and_step(tmp_path):
     x, y = _data()
     keras.utils.set_random_seed(0)

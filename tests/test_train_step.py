@@ -82,6 +82,7 @@ def test_train_on_batch_runs_the_overridden_train_step():
 
 
 @pytest.mark.parametrize("mode", ["joint", "alternating"])
+@pytest.mark.slow
 def test_overridden_train_step_under_mirrored_strategy(mirrored_strategy, mode):
     x, y = regression_data(n=64, units=(1, 1))
     with mirrored_strategy.scope():
@@ -108,6 +109,7 @@ def test_evaluate_returns_the_logs_of_an_overridden_test_step(spe):
     assert logs["half_loss"] == pytest.approx(0.5 * logs["loss"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_overridden_test_step_under_mirrored_strategy(mirrored_strategy):
     x, y = regression_data(n=64, units=(1, 1))
     with mirrored_strategy.scope():

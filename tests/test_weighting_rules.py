@@ -198,6 +198,7 @@ def test_mgda_is_exact_when_norms_differ_100x():
 
 
 @pytest.mark.parametrize("ratio", NORM_RATIOS)
+@pytest.mark.slow
 def test_mgda_matches_the_exact_min_norm_point_at_any_norm_ratio(ratio):
     for seed in range(6):
         g = _scaled_problem(seed, ratio)
@@ -383,6 +384,7 @@ def test_upgrad_degenerate_gradients_give_the_exact_projections(grads):
         np.testing.assert_allclose(v[i] @ g, expected, atol=1e-9 * np.abs(g).max())
 
 
+@pytest.mark.slow
 def test_exact_solvers_under_xla_match_the_references():
     mgda = np.array(MGDA_NORMS_100X)
     upgrad = np.array([[1.0, 0.0], [-1e-5, 1e-5]])
@@ -564,6 +566,7 @@ def _state(method):
 
 
 @pytest.mark.parametrize("name", sorted(LOSS_METHODS))
+@pytest.mark.slow
 def test_loss_method_under_xla_matches_eager(name):
     eager, compiled = _built(LOSS_METHODS[name](), 3), _built(LOSS_METHODS[name](), 3)
     run = tf.function(lambda m, losses, ctx: m.loss_weights(losses, ctx), jit_compile=True)
@@ -585,6 +588,7 @@ def test_loss_method_under_xla_matches_eager(name):
 
 
 @pytest.mark.parametrize("name", sorted(GRADIENT_METHODS))
+@pytest.mark.slow
 def test_gradient_method_under_xla_matches_eager(name):
     run = tf.function(
         lambda m, gram, losses, ctx: m.coefficients(gram, losses, ctx), jit_compile=True

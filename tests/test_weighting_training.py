@@ -82,15 +82,18 @@ def test_losses_differ_by_about_1000x():
     assert 500 < ratio < 2000
 
 
+@pytest.mark.slow
 def test_equal_weights_starve_the_small_task(single_task_quality):
     assert single_task_quality > 0.95
     assert _small_task_quality(None) < 0.5 * single_task_quality
 
 
+@pytest.mark.slow
 def test_uncertainty_lets_the_small_task_learn(single_task_quality):
     assert _small_task_quality(weighting.Uncertainty()) >= 0.8 * single_task_quality
 
 
+@pytest.mark.slow
 def test_gradnorm_lets_the_small_task_learn(single_task_quality):
     assert _small_task_quality(weighting.GradNorm()) >= 0.8 * single_task_quality
 
@@ -130,6 +133,7 @@ def _losses_before_and_after(method, steps=200):
     return before, after
 
 
+@pytest.mark.slow
 def test_summed_gradient_raises_the_conflicting_task_loss():
     before, after = _losses_before_and_after(None)
     assert after["a_loss"] > 2.0 * before["a_loss"]
@@ -137,6 +141,7 @@ def test_summed_gradient_raises_the_conflicting_task_loss():
 
 
 @pytest.mark.parametrize("name", ["PCGrad", "MGDA", "UPGrad"])
+@pytest.mark.slow
 def test_conflict_averse_methods_lower_both_losses(name):
     before, after = _losses_before_and_after(METHODS[name]())
     assert after["a_loss"] < before["a_loss"]
@@ -173,6 +178,7 @@ def _weighting_state(model):
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.slow
 def test_fit_save_load_fit_equals_uninterrupted_fit(name, tmp_path):
     x, y = _data()
     keras.utils.set_random_seed(0)
@@ -202,6 +208,7 @@ def test_fit_save_load_fit_equals_uninterrupted_fit(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["Uncertainty", "FAMO", "PCGrad", "GradNorm"])
+@pytest.mark.slow
 def test_task_weights_are_training_logs_only(name):
     x, y = _data()
     model = _model(METHODS[name]())
@@ -224,6 +231,7 @@ def test_logged_weight_is_the_weight_used():
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.slow
 def test_step_where_a_task_has_no_labels_uses_the_static_sum_and_keeps_state(name):
     x, y = _data()
     model = _model(METHODS[name](), loss_weights={"a": 1.0, "b": 2.0})
@@ -242,6 +250,7 @@ def test_step_where_a_task_has_no_labels_uses_the_static_sum_and_keeps_state(nam
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.slow
 def test_method_trains_under_xla(name):
     x, y = _data()
     model = _model(METHODS[name](), jit_compile=True)
@@ -253,6 +262,7 @@ def test_method_trains_under_xla(name):
     assert all(np.all(np.isfinite(v)) for v in _weighting_state(model))
 
 
+@pytest.mark.slow
 def test_alternating_mode_accepts_uncertainty():
     x, y = _data()
     model = _model(weighting.Uncertainty(), mode="alternating")
@@ -287,6 +297,7 @@ def _train(strategy, name):
 
 
 @pytest.mark.parametrize("name", ["Uncertainty", "FAMO", "PCGrad", "MGDA", "GradNorm", "UPGrad"])
+@pytest.mark.slow
 def test_mirrored_training_equals_single_device(mirrored_strategy, name):
     single, single_logs = _train(None, name)
     mirrored, mirrored_logs = _train(mirrored_strategy, name)
