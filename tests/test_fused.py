@@ -82,13 +82,14 @@ def assert_same_training(results, atol=1e-5):
     assert int(fused.step_counter.numpy()) == int(plain.step_counter.numpy())
 
 
-@pytest.mark.parametrize("mode", ["joint", "alternating"])
+@pytest.mark.parametrize("mode", ["joint", pytest.param("alternating", marks=pytest.mark.slow)])
 def test_fused_training_equals_unfused_with_shuffling_dropout_and_a_partial_execution(mode):
     results, unfused = fit_both(mode, {"shuffle": True})
     assert unfused == []
     assert_same_training(results)
 
 
+@pytest.mark.slow
 def test_fused_training_equals_the_loop_without_xla():
     results, _ = fit_both("alternating", {"shuffle": True}, reference=(False, 6), dropout=0.0)
     assert_same_training(results)
@@ -134,6 +135,7 @@ class CountingModel(keras_mtl.MultiTaskModel):
         return {**logs, "twice_loss": 2.0 * logs["loss"]}
 
 
+@pytest.mark.slow
 def test_an_overridden_train_step_runs_inside_the_fused_program():
     histories = []
     for jit in (False, True):
@@ -155,6 +157,7 @@ class BatchEnds(keras.callbacks.Callback):
         self.batches.append((batch, round(float(logs["loss"]), 4)))
 
 
+@pytest.mark.slow
 def test_callbacks_run_once_per_execution_as_unfused_and_one_program_per_execution():
     seen, programs = [], []
     for jit in (False, True):
@@ -174,6 +177,7 @@ def test_callbacks_run_once_per_execution_as_unfused_and_one_program_per_executi
     assert len(programs) == 5
 
 
+@pytest.mark.slow
 def test_a_program_xla_cannot_compile_falls_back_and_trains_every_batch():
     reference = make(True, "alternating")
     reference.fit(*data(), batch_size=16, epochs=1, verbose=0)
@@ -200,6 +204,7 @@ def test_batches_that_are_not_plain_tensors_are_refused_with_the_reason():
     assert "RaggedTensorSpec" in _fused._unfusable_reason(model, ragged)
 
 
+@pytest.mark.slow
 def test_a_dataset_with_none_labels_and_weights_trains_fused_as_unfused():
     x, y = data()
     rows = (x, {"y1": y["y1"], "y2": None}, {"y1": np.linspace(0, 1, ROWS, dtype="float32")})
