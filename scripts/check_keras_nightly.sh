@@ -13,13 +13,15 @@
 #      install the `keras` module, so the release is uninstalled first);
 #   3. runs the quick subset: pytest -m "not slow and not multiprocess".
 # It prints the versions it tested and exits with pytest's status: non-zero
-# when a test fails. The pinned TensorFlow is kept on purpose: keras-nightly
-# 3.16.0.dev2026102704 passed with TensorFlow 2.21 (December 2026), so a failure
-# here points at Keras, not at a TensorFlow change.
+# when a test fails. The pinned TensorFlow is kept on purpose, so that a failure
+# points at Keras rather than at TensorFlow: keras-nightly needs no newer
+# TensorFlow (checked with keras-nightly 3.16.0.dev2026102704 and TensorFlow
+# 2.21 in December 2026; results in CHANGELOG.md).
 #
 # .ci/run does not run this script: its result depends on whatever nightly was
 # published that day, and it needs the package index. Run it by hand or on a
-# schedule. About 15 minutes on 2 cores (installs, then ~11 min of tests).
+# schedule. The quick subset takes about 11 minutes on 2 idle cores, plus the
+# installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
