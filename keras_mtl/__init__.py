@@ -13,7 +13,8 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without TF
     raise ImportError(
         "keras_mtl needs TensorFlow. Install it with "
-        "`pip install 'keras_mtl[cpu]'` (CPU) or `pip install 'keras_mtl[gpu]'`."
+        "`pip install 'keras_mtl[cpu]'` (CPU) or `pip install 'keras_mtl[gpu]'` "
+        "(from a checkout: `pip install -e '.[cpu]'`)."
     ) from e
 
 import keras
