@@ -34,18 +34,13 @@ import tensorflow as tf
 
 from keras_mtl import _random
 
-_WARNED = set()
 
-
-def _warn_once(model, reason):
-    key = (id(model), reason)
-    if key not in _WARNED:
-        _WARNED.add(key)
-        warnings.warn(
-            "steps_per_execution steps run unfused (one XLA program per step, not per "
-            f"execution): {reason}",
-            stacklevel=3,
-        )
+def _warn(reason):
+    warnings.warn(
+        "steps_per_execution steps run unfused (one XLA program per step, not per "
+        f"execution): {reason}",
+        stacklevel=4,
+    )
 
 
 def wanted(model):
@@ -97,6 +92,7 @@ class FusedTrainFunction:
         self.logs_after = logs_after
         self.unfused = unfused
         self.failed = None  # why XLA could not compile the fused loop
+        self._warned = set()  # reasons already given (once per train function)
         self._pull = tf.function(self._pull_batches, autograph=False)
         self._block = tf.function(self._run_block, jit_compile=True, autograph=False)
 
@@ -184,6 +180,11 @@ class FusedTrainFunction:
         )
         return logs
 
+    def _warn_once(self, reason):
+        if reason not in self._warned:
+            self._warned.add(reason)
+            _warn(reason)
+
     # -- fit()'s entry point ------------------------------------------------
     def __call__(self, iterator):
         model = self.model
@@ -192,7 +193,7 @@ class FusedTrainFunction:
         model._prepare_training(iterator.element_spec)
         reason = self.failed or _unfusable_reason(model, iterator.element_spec)
         if reason:
-            _warn_once(model, reason)
+            self._warn_once(reason)
             return self.unfused(iterator)
         count, sizes, leaves = self._pull(iterator)
         count = int(count)
@@ -228,7 +229,7 @@ class FusedTrainFunction:
                     raise
                 first = str(error).strip().splitlines()[0]
                 self.failed = f"XLA could not compile the steps as one loop ({first})."
-                _warn_once(self.model, self.failed)
+                self._warn_once(self.failed)
         # The batches already taken run one by one through the unfused step.
         batches = [
             tf.nest.map_structure(lambda v, i=i: None if v is None else v[i], block)
