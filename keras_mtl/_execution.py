@@ -99,7 +99,7 @@ def make_train_function(model, custom_step=True):
         logs_after=logs_after,
     )
     if _fused.wanted(model):
-        return _fused.FusedTrainFunction(model, step, logs_after, unfused)
+        return _fused.FusedTrainFunction(model, step, draws_for, logs_after, unfused)
     return unfused
 
 

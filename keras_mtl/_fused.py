@@ -32,8 +32,6 @@ import warnings
 
 import tensorflow as tf
 
-from keras_mtl import _random
-
 
 def _warn(reason):
     warnings.warn(
@@ -80,15 +78,18 @@ class FusedTrainFunction:
             `steps_per_execution > 1`).
         step: `(data, draws) -> logs`, one training step (the unfused
             path's), traced inside the XLA loop.
+        draws_for: `count -> [count, T]` task draws of an execution (the
+            unfused path's), or `None` in joint mode.
         logs_after: `None` when each step returns the logs (an overridden
             `train_step`), else a function returning the logs once after
             the steps.
         unfused: The unfused train function, for what cannot be fused.
     """
 
-    def __init__(self, model, step, logs_after, unfused):
+    def __init__(self, model, step, draws_for, logs_after, unfused):
         self.model = model
         self.step = step
+        self.draws_for = draws_for
         self.logs_after = logs_after
         self.unfused = unfused
         self.failed = None  # why XLA could not compile the fused loop
@@ -144,14 +145,8 @@ class FusedTrainFunction:
     def _run_block(self, block):
         """XLA: the steps of `block` (a batch structure with leaves
         `[k, batch, ...]`), one per index, in order; returns the logs."""
-        model = self.model
-        steps = tf.nest.flatten(block)
-        count = next(v for v in steps if v is not None).shape[0]
-        alternating = model.mode == "alternating"
-        draws = None
-        if alternating:
-            at = model.step_counter + tf.range(count, dtype=tf.int64)
-            draws = _random.uniform(model._mtl.seed, at, len(model._mtl.trained))
+        count = next(v for v in tf.nest.flatten(block) if v is not None).shape[0]
+        draws = self.draws_for(count)
 
         def one(i):
             data = tf.nest.map_structure(lambda v: None if v is None else v[i], block)
