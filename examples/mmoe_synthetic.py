@@ -201,6 +201,7 @@ class Trainer:
             loss={t: "mse" for t in TASKS},
             mode="joint",
             steps_per_execution=steps_per_execution,
+            seed=0,  # with step_counter, it orders fit()'s shuffled batches
         )
         self.model(np.zeros((1, DIM), "float32"))
         self.num_params = self.model.count_params()
@@ -213,14 +214,17 @@ class Trainer:
         for variable in self.optimizer.variables:  # iterations, moments
             variable.assign(np.zeros(variable.shape, variable.dtype))
         self.optimizer.learning_rate.assign(learning_rate)
-        keras.utils.set_random_seed(seed)  # the shuffling of fit()
+        # fit() shuffles the arrays in an order drawn from the compile seed
+        # and step_counter: a new model's counter starts at 0.
+        self.model.step_counter.assign(0)
 
     def run(self, data, seed, learning_rate, max_epochs, batch_size, patience=4):
         """Trains from the seeded initialization until the validation loss stops improving.
 
         Args:
             data: A `split_data` result.
-            seed: Int seed of the initialization and of the shuffling.
+            seed: Int seed of the initialization (fit()'s shuffled order
+                follows the compile seed, the same for every run).
             learning_rate: Adam's initial learning rate, halved after every
                 epoch without a validation improvement.
             max_epochs: Most epochs to train.

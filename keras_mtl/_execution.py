@@ -25,6 +25,9 @@ the same contract around `model.train_step` called in cross-replica context:
 * the alternating task draws of a whole execution are computed at once (one
   vectorized hash instead of one per step) and handed to the steps through
   `training.precomputed_draws`;
+* when `fit()` got in-memory arrays on one device, the model holds them
+  (`keras_mtl/_array_source.py`) and the train function gathers each
+  step's rows itself; Keras's iterator then only marks a new pass;
 * with `jit_compile=True` and `steps_per_execution > 1` on one device, the
   steps of an execution run as one XLA program instead (`keras_mtl/_fused.py`),
   falling back to this loop for what that cannot run.
@@ -34,7 +37,7 @@ import itertools
 
 import tensorflow as tf
 
-from keras_mtl import _fused, _random, training
+from keras_mtl import _array_source, _fused, _random, training
 
 _TF_ITERATORS = (tf.data.Iterator, tf.distribute.DistributedIterator)
 
@@ -97,6 +100,7 @@ def make_train_function(model, custom_step=True):
         draws_spec,
         jit_compile=bool(model.jit_compile),
         logs_after=logs_after,
+        training_data=True,
     )
     if _fused.wanted(model):
         return _fused.FusedTrainFunction(model, step, draws_for, logs_after, unfused)
@@ -148,7 +152,9 @@ def make_test_function(model, custom_step=True):
     )
 
 
-def _make_function(model, step, draws_for, draws_spec, jit_compile, logs_after=None):
+def _make_function(
+    model, step, draws_for, draws_spec, jit_compile, logs_after=None, training_data=False
+):
     """Runs `steps_per_execution` calls of `step(data, draws)` per call.
 
     Args:
@@ -159,6 +165,8 @@ def _make_function(model, step, draws_for, draws_spec, jit_compile, logs_after=N
         jit_compile: Whether to compile each step with XLA (one device).
         logs_after: Optional function returning the logs, called once after
             the steps instead of returning the last step's.
+        training_data: Whether the steps take `fit()`'s arrays from the
+            model (`keras_mtl/_array_source.py`) when it holds them.
 
     Returns:
         The function Keras's fit()/evaluate() call with an iterator.
@@ -222,10 +230,57 @@ def _make_function(model, step, draws_for, draws_spec, jit_compile, logs_after=N
         )
         return finish(done, logs)
 
+    @tf.autograph.experimental.do_not_convert
+    def run_source_steps(data, order, first, count, batch_size):
+        # Batches of arrays a `fit()` call holds (`keras_mtl/_array_source.py`):
+        # the rows of batch `first + i` of the pass, gathered here.
+        def batch(i):
+            return _array_source.gather(
+                data, _array_source.batch_rows(order, first + tf.cast(i, tf.int64), batch_size)
+            )
+
+        if spe == 1:
+            return finish(tf.constant(1), compiled_step(batch(0)))
+        draws = draws_for(spe)
+
+        def run(i):
+            return compiled_step(batch(i), None if draws is None else draws[i])
+
+        if model.run_eagerly:
+            logs = None
+            for i in range(int(count)):
+                logs = run(i)
+            return finish(count, logs)
+        spec = output_spec(tf.nest.map_structure(_spec_of, data))
+        empty = tf.nest.map_structure(lambda s: tf.zeros([d or 0 for d in s.shape], s.dtype), spec)
+        _, logs = tf.while_loop(
+            lambda i, logs: i < count,
+            lambda i, logs: (i + 1, run(i)),
+            [tf.constant(0), empty],
+            shape_invariants=[tf.TensorShape([]), tf.nest.map_structure(lambda s: s.shape, spec)],
+        )
+        return finish(count, logs)
+
     if not model.run_eagerly:
         run_steps = tf.function(run_steps)
+        run_source_steps = tf.function(run_source_steps)
 
     def function(iterator):
+        source = getattr(model, "_mtl_source", None) if training_data else None
+        if source is not None and isinstance(iterator, _TF_ITERATORS):
+            model._prepare_training(source.element_spec)
+            first, count = source.take(model, iterator, spe)
+            args = (
+                source.data,
+                source.order,
+                tf.constant(first, tf.int64),
+                tf.constant(count, tf.int32),
+                tf.constant(source.batch_size, tf.int64),
+            )
+            if not model.run_eagerly:
+                # One trace for any number of rows (a new fit() may hold other arrays).
+                run_source_steps.get_concrete_function(*tf.nest.map_structure(_spec_of, args))
+            return run_source_steps(*args)[1]
         if isinstance(iterator, _TF_ITERATORS):
             model._prepare_training(iterator.element_spec)
             done, logs = run_steps(iterator)

@@ -8,29 +8,35 @@ compiled program, instead of N compiled steps dispatched one by one from a
 TensorFlow loop (whose per-step dispatch, not arithmetic, bounds small
 models).
 
-How an execution runs:
+Where an execution's batches come from:
 
-1. `_pull` (a `tf.function`, not XLA: `tf.data` cannot enter XLA) takes up
-   to N batches from the iterator `fit()` hands over, exactly the batches
-   the unfused path would take, and concatenates each leaf of them
-   (`x`, every label, sample weights) with the batch sizes.
-2. Consecutive batches of equal size form a block `[k, batch, ...]`
-   (normally the whole execution; a last smaller batch of an epoch is a
-   block of its own), and `_run_block` (XLA) runs the block's steps, each
-   step on `block[i]`, in the order they came. XLA compiles once per block
-   shape: for an epoch of B batches, at most the full execution, the
-   epoch's last partial execution and a smaller last batch.
+* `fit()` on in-memory arrays (`keras_mtl/_array_source.py`): the arrays are
+  inputs of the program, which reads its rows from the pass's order and
+  gathers each step's batch itself (`_run_rows`): no `tf.data` per batch.
+  XLA compiles one program per shape: with epochs of whole passes, at most
+  three per fit (the full execution, the epoch's last partial execution and
+  a smaller last batch).
+* any other input (a `tf.data.Dataset`, a generator): `_pull` (a
+  `tf.function`, not XLA: `tf.data` cannot enter XLA) takes up to N batches
+  from the iterator `fit()` hands over, exactly the batches the unfused
+  path would take, and concatenates each leaf of them (`x`, every label,
+  sample weights) with the batch sizes. Consecutive batches of equal size
+  form a block `[k, batch, ...]` (normally the whole execution; a last
+  smaller batch of an epoch is a block of its own), and `_run_block` (XLA)
+  runs the block's steps, each step on `block[i]`, in the order they came.
 
 What it cannot run falls back, with a one-time warning that says why, to
 the unfused path (`_execution`'s loop of XLA-compiled steps): a
 `tf.distribute` strategy, batches with other than plain tensors (ragged,
 sparse, strings), and a step XLA fails to compile as a loop (the batches
-already taken then run unfused, so nothing is skipped).
+of that execution then run unfused, so nothing is skipped).
 """
 
 import warnings
 
 import tensorflow as tf
+
+from keras_mtl import _array_source
 
 
 def _warn(reason):
@@ -96,6 +102,8 @@ class FusedTrainFunction:
         self._warned = set()  # reasons already given (once per train function)
         self._pull = tf.function(self._pull_batches, autograph=False)
         self._block = tf.function(self._run_block, jit_compile=True, autograph=False)
+        self._rows = tf.function(self._run_rows, jit_compile=True, autograph=False)
+        self._traced = set()  # (count, size) of the array programs traced
 
     # -- taking the batches -------------------------------------------------
     def _pull_batches(self, iterator):
@@ -146,11 +154,27 @@ class FusedTrainFunction:
         """XLA: the steps of `block` (a batch structure with leaves
         `[k, batch, ...]`), one per index, in order; returns the logs."""
         count = next(v for v in tf.nest.flatten(block) if v is not None).shape[0]
+        return self._run_steps(
+            count, lambda i: tf.nest.map_structure(lambda v: None if v is None else v[i], block)
+        )
+
+    def _run_rows(self, data, order, begin, count, size):
+        """XLA: `count` steps on a fit()'s arrays `data`, step `i` on the
+        `size` rows `order[begin + i * size:][:size]`; returns the logs.
+        `count` and `size` are Python ints (XLA needs static shapes)."""
+
+        def batch(i):
+            start = begin + tf.cast(i, tf.int64) * size
+            return _array_source.gather(data, tf.slice(order, [start], [size]))
+
+        return self._run_steps(count, batch)
+
+    def _run_steps(self, count, batch):
+        """The `count` steps of an execution, step `i` on `batch(i)`."""
         draws = self.draws_for(count)
 
         def one(i):
-            data = tf.nest.map_structure(lambda v: None if v is None else v[i], block)
-            return self.step(data, None if draws is None else draws[i])
+            return self.step(batch(i), None if draws is None else draws[i])
 
         if self.logs_after is not None:
 
@@ -185,6 +209,9 @@ class FusedTrainFunction:
         model = self.model
         if not isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)):
             return self.unfused(iterator)
+        source = getattr(model, "_mtl_source", None)
+        if source is not None:
+            return self._run_source(source, iterator)
         model._prepare_training(iterator.element_spec)
         reason = self.failed or _unfusable_reason(model, iterator.element_spec)
         if reason:
@@ -195,6 +222,55 @@ class FusedTrainFunction:
         if count == 0:
             raise StopIteration
         return self._run_blocks(iterator.element_spec, sizes.numpy(), leaves)
+
+    def _run_source(self, source, iterator):
+        """An execution on a fit()'s arrays: the rows of its batches are
+        gathered inside the XLA program (no `tf.data` per batch)."""
+        model = self.model
+        model._prepare_training(source.element_spec)
+        reason = self.failed or _unfusable_reason(model, source.element_spec)
+        if reason:
+            self._warn_once(reason)
+            return self.unfused(iterator)
+        first, count = source.take(model, iterator, model.steps_per_execution)
+        size = source.batch_size
+        begin = first * size
+        full = min(count, (source.num_samples - begin) // size)
+        logs = None
+        # One XLA program per execution, plus one for an epoch's smaller
+        # last batch; the rows are read from the pass's order inside it.
+        for start, steps, rows in (
+            (begin, full, size),
+            # The pass's last batch, when this execution reaches it and it is smaller.
+            (begin + full * size, count - full, source.num_samples - begin - full * size),
+        ):
+            if steps:
+                logs = self._run_one(
+                    lambda start=start, steps=steps, rows=rows: self._source_program(
+                        source, steps, rows
+                    )(source.data, source.order, tf.constant(start, tf.int64), steps, rows),
+                    lambda start=start, steps=steps, rows=rows: [
+                        _array_source.gather(
+                            source.data, source.order[start + i * rows : start + (i + 1) * rows]
+                        )
+                        for i in range(steps)
+                    ],
+                )
+        return logs
+
+    def _source_program(self, source, count, size):
+        # Traced once per (count, size) for any number of rows in the arrays
+        # (XLA still compiles per shape).
+        if (count, size) not in self._traced:
+            self._traced.add((count, size))
+            self._rows.get_concrete_function(
+                source.element_spec,
+                tf.TensorSpec([None], tf.int64),
+                tf.TensorSpec([], tf.int64),
+                count,
+                size,
+            )
+        return self._rows
 
     def _run_blocks(self, element_spec, sizes, leaves):
         specs = tf.nest.flatten(element_spec)
@@ -216,21 +292,28 @@ class FusedTrainFunction:
         return logs
 
     def _run_one_block(self, block):
+        count = next(v for v in tf.nest.flatten(block) if v is not None).shape[0]
+        return self._run_one(
+            lambda: self._block(block),
+            lambda: [
+                tf.nest.map_structure(lambda v, i=i: None if v is None else v[i], block)
+                for i in range(count)
+            ],
+        )
+
+    def _run_one(self, fused, batches):
+        """Runs `fused()` (an XLA program); if XLA cannot compile it, warns
+        once and runs `batches()` (the same batches) through the unfused step."""
         if self.failed is None:
             try:
-                return self._block(block)
+                return fused()
             except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
                 if not _is_compile_error(error):
                     raise
                 first = str(error).strip().splitlines()[0]
                 self.failed = f"XLA could not compile the steps as one loop ({first})."
                 self._warn_once(self.failed)
-        # The batches already taken run one by one through the unfused step.
-        batches = [
-            tf.nest.map_structure(lambda v, i=i: None if v is None else v[i], block)
-            for i in range(next(v for v in tf.nest.flatten(block) if v is not None).shape[0])
-        ]
-        return self.unfused(batches)
+        return self.unfused(batches())
 
 
 def _is_compile_error(error):

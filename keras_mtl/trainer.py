@@ -11,7 +11,15 @@ functions `keras_mtl/_execution.py` builds around `train_step`/`test_step`
 import keras
 import tensorflow as tf
 
-from keras_mtl import _checks, _execution, _optimizer_setup, _saving, _standardize, training
+from keras_mtl import (
+    _array_source,
+    _checks,
+    _execution,
+    _optimizer_setup,
+    _saving,
+    _standardize,
+    training,
+)
 from keras_mtl import optimizers as optimizers_module
 from keras_mtl import samplers as samplers_module
 from keras_mtl import tasks as tasks_module
@@ -107,7 +115,8 @@ class Trainer:
                 weights it uses are logged as `<task>_weight`. Joint mode;
                 in alternating mode only `Uncertainty` applies.
             seed: Optional int in [0, 2**31 - 1): makes the alternating task
-                sequence reproducible. `None` draws one (from Python's
+                sequence and the order in which `fit()` shuffles in-memory
+                arrays reproducible. `None` draws one (from Python's
                 `random`, so `keras.utils.set_random_seed` fixes it).
             **kwargs: Other `keras.Model.compile` arguments:
                 `steps_per_execution`, `jit_compile`, `run_eagerly`,
@@ -465,8 +474,16 @@ class Trainer:
             x: Inputs `(n, features)`: an array, a tensor or a
                 `tf.data.Dataset` of `(x, y)` / `(x, y, sample_weight)`.
             y: Dict `{task: labels}` (not with a dataset).
-            batch_size, epochs, verbose, callbacks, validation_split, validation_data, shuffle, initial_epoch, steps_per_epoch, validation_steps, validation_batch_size, validation_freq: As
+            batch_size, epochs, verbose, callbacks, validation_split, validation_data, initial_epoch, steps_per_epoch, validation_steps, validation_batch_size, validation_freq: As
                 in `keras.Model.fit`.
+            shuffle: As in `keras.Model.fit`. For in-memory arrays on one
+                device the model keeps the arrays and draws each pass's
+                order itself, from the compile `seed` and `step_counter`
+                (not Keras's random state): the same seed gives the same
+                orders, successive fit() calls continue them and a run
+                resumed from a checkpoint reshuffles as the uninterrupted
+                one (the order differs from a Keras model's with the same
+                seed; compare with `shuffle=False`).
             class_weight: Optional dict `{task: {class: weight}}`: each
                 example's weight in that task's loss is the weight of its
                 class (integer ids, one-hot rows or 0/1 labels; classes not
@@ -503,23 +520,43 @@ class Trainer:
         keeper = self._untrained_heads_keeper()
         if keeper is not None:
             callbacks = _with_callback(callbacks, keeper)
-        return super().fit(
+        # Arrays stay with the model, which gathers each step's rows itself
+        # (keras_mtl/_array_source.py); Keras gets the row positions.
+        source, batches, held_out = _array_source.for_fit(
+            self,
             x,
             y,
-            batch_size=batch_size,
-            epochs=epochs,
-            verbose=verbose,
-            callbacks=callbacks,
-            validation_split=validation_split,
-            validation_data=validation_data,
-            shuffle=shuffle,
-            sample_weight=sample_weight,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_steps=validation_steps,
-            validation_batch_size=validation_batch_size,
-            validation_freq=validation_freq,
+            sample_weight,
+            batch_size,
+            steps_per_epoch,
+            shuffle,
+            0.0 if validation_data is not None else validation_split,
         )
+        if source is not None:
+            x, y, sample_weight, batch_size = batches, None, None, None
+            shuffle, validation_split = False, 0.0
+            validation_data = held_out if validation_data is None else validation_data
+        self._mtl_source = source
+        try:
+            return super().fit(
+                x,
+                y,
+                batch_size=batch_size,
+                epochs=epochs,
+                verbose=verbose,
+                callbacks=callbacks,
+                validation_split=validation_split,
+                validation_data=validation_data,
+                shuffle=shuffle,
+                sample_weight=sample_weight,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps_per_epoch,
+                validation_steps=validation_steps,
+                validation_batch_size=validation_batch_size,
+                validation_freq=validation_freq,
+            )
+        finally:
+            self._mtl_source = None
 
     def _untrained_heads_keeper(self):
         """A callback that puts untrained heads back after an EMA optimizer.

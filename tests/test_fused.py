@@ -157,39 +157,68 @@ class BatchEnds(keras.callbacks.Callback):
         self.batches.append((batch, round(float(logs["loss"]), 4)))
 
 
+def count_programs(model, programs):
+    """Counts the fused programs `model` runs: `_rows` for arrays (rows
+    gathered in the program), `_block` for batches taken from `tf.data`."""
+    model.make_train_function()
+    function = model.train_function
+    for name in ("_rows", "_block"):
+        program = getattr(function, name)
+
+        def counted(*args, run=program, name=name):
+            programs.append(name)
+            return run(*args)
+
+        counted.get_concrete_function = program.get_concrete_function
+        setattr(function, name, counted)
+
+
+def as_dataset(x, y):
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+
 @pytest.mark.slow
-def test_callbacks_run_once_per_execution_as_unfused_and_one_program_per_execution():
+@pytest.mark.parametrize("inputs", ["arrays", "dataset"])
+def test_callbacks_run_once_per_execution_as_unfused_and_one_program_per_execution(inputs):
     seen, programs = [], []
     for jit in (False, True):
         model = make(jit, "alternating", dropout=0.0)
         ends = BatchEnds()
         if jit:
-            model.make_train_function()
-            block = model.train_function._block
-            model.train_function._block = lambda b, run=block: programs.append(1) or run(b)
-        model.fit(*data(), batch_size=16, epochs=1, verbose=0, callbacks=[ends])
+            count_programs(model, programs)
+        if inputs == "arrays":
+            model.fit(*data(), batch_size=16, epochs=1, verbose=0, callbacks=[ends])
+        else:
+            model.fit(as_dataset(*data()), epochs=1, verbose=0, callbacks=[ends])
         seen.append(ends.batches)
     assert seen[1] == seen[0]
     # Executions: 6, 6, 6 and 3 batches (2 full + the small one); Keras
     # numbers an execution's end begin + steps_per_execution - 1.
     assert [b for b, _ in seen[0]] == [5, 11, 17, 23]
     # One XLA program per execution, one more for the small last batch.
-    assert len(programs) == 5
+    assert programs == ["_rows" if inputs == "arrays" else "_block"] * 5
 
 
 @pytest.mark.slow
-def test_a_program_xla_cannot_compile_falls_back_and_trains_every_batch():
+@pytest.mark.parametrize("inputs", ["arrays", "dataset"])
+def test_a_program_xla_cannot_compile_falls_back_and_trains_every_batch(inputs):
+    def fit(model):
+        if inputs == "arrays":
+            return model.fit(*data(), batch_size=16, epochs=1, verbose=0)
+        return model.fit(as_dataset(*data()), epochs=1, verbose=0)
+
     reference = make(True, "alternating")
-    reference.fit(*data(), batch_size=16, epochs=1, verbose=0)
+    fit(reference)
     model = make(True, "alternating")
     model.make_train_function()
 
-    def refuse(block):
+    def refuse(*args):
         raise tf.errors.InvalidArgumentError(None, None, "Detected unsupported operations (XLA)")
 
-    model.train_function._block = refuse
+    refuse.get_concrete_function = lambda *args: None
+    model.train_function._block = model.train_function._rows = refuse
     with pytest.warns(UserWarning, match="XLA could not compile the steps as one loop"):
-        model.fit(*data(), batch_size=16, epochs=1, verbose=0)
+        fit(model)
     assert int(model.step_counter.numpy()) == 21
     assert_same_arrays(model.get_weights(), reference.get_weights(), exact=False, atol=1e-5)
 
