@@ -24,6 +24,8 @@ import tensorflow as tf
 from keras_mtl import _checks, _keras_internals, _losses
 
 _NAN = float("nan")
+# TaskMetrics -> its result() as a tf.function, for eager calls.
+_EAGER_RESULTS = weakref.WeakKeyDictionary()
 
 
 class LossTracker(keras.metrics.Metric):
@@ -171,6 +173,17 @@ class TaskMetrics(_keras_internals.MetricsList):
         return tf.equal(self.regularization.count, 0.0)
 
     def result(self):
+        if not tf.executing_eagerly():
+            return self._result()
+        # Keras reads the logs eagerly at every epoch's end; as one graph
+        # they cost one call instead of some 30 eager ops (kept outside the
+        # object, so that no saved model tracks the function).
+        function = _EAGER_RESULTS.get(self)
+        if function is None:
+            function = _EAGER_RESULTS[self] = tf.function(self._result, autograph=False)
+        return function()
+
+    def _result(self):
         total = tf.where(self.regularization.count > 0, self.regularization.result(), 0.0)
         logs = {"loss": None}
         for spec in self.specs:
