@@ -10,16 +10,25 @@ One run, same machine, same data (the models and data of
   each execution's `steps_per_execution` steps are one XLA program;
 * `xla_loop` (seed model only): the physical limit the issue names: an epoch
   as ONE XLA `while_loop` over pre-built tensors, one head per step chosen
-  by a pre-drawn task index, one Adam per task, no `fit()` and no tf.data.
+  by a pre-drawn task index, one Adam per task, no `fit()` and no tf.data;
+  `xla_loop_joint`: the same with the joint update (every head's loss
+  summed, one Adam), the limit for joint mode and the functional model.
 
 Also reported: compile/trace time (the warm-up epoch's time beyond a
-steady epoch) and, in a fresh process per case, peak RSS. All cases feed
-fit() a cached, prefetched `tf.data.Dataset` of batches, as bench_training.
+steady epoch) and, in a fresh process per case, peak RSS.
+
+Inputs (`--input`): `arrays` (default) calls every fit() with the NumPy
+arrays, `batch_size` and `shuffle=True`, as most users do (keras_mtl then
+gathers each step's rows inside the fused program; Keras's functional model
+reads them through its array adapter); `dataset` feeds every fit() a
+cached, prefetched `tf.data.Dataset` of batches, as bench_training (the
+fused path then takes each execution's batches from `tf.data`).
 
 Run from the repository root:
 
     python benchmarks/bench_fused.py                  # seed (spe 256) + wide (spe 32)
     python benchmarks/bench_fused.py --models seed --rounds 7 --out fused.md
+    python benchmarks/bench_fused.py --input dataset     # fit() on a tf.data.Dataset
 """
 
 import os
@@ -60,10 +69,44 @@ from bench_training import (  # noqa: E402
 
 # model -> (steps per epoch, steps_per_execution)
 PLAN = {"seed": (1024, 256), "wide": (64, 32)}
+INPUTS = ("arrays", "dataset")
+_input = {"kind": "arrays"}  # set by main()
+
+
+class ArrayFitTrainer(FitTrainer):
+    """`fit(x, y, batch_size=..., shuffle=True)` on the NumPy arrays."""
+
+    def __init__(self, model, data, batch_size, steps, spe):
+        super().__init__(model, None, steps, spe)
+        self.data, self.batch_size = data, batch_size
+
+    def train_epoch(self):
+        x, y = self.data
+        self.model.fit(
+            x,
+            y,
+            batch_size=self.batch_size,
+            epochs=1,
+            shuffle=True,
+            verbose=0,
+            callbacks=[self.timer],
+        )
+
+
+def _fit_trainer(model, spec, data, spe):
+    """The trainer of a compiled model for the chosen `--input`."""
+    if _input["kind"] == "arrays":
+        return ArrayFitTrainer(model, data, spec.batch_size, _num_steps(spec, data), spe)
+    return FitTrainer(model, joint_dataset(spec, data), _num_steps(spec, data), spe)
+
+
+def build_functional_input(spec, data, spe):
+    trainer = build_functional(spec, data, spe)
+    return _fit_trainer(trainer.model, spec, data, spe)
 
 
 def build_functional_xla(spec, data, spe):
-    trainer = build_functional(spec, data, spe)
+    trainer = build_functional_input(spec, data, spe)
     model = trainer.model
     model.compile(
         optimizer=keras.optimizers.Adam(),
@@ -84,7 +127,7 @@ def _mtl(spec, data, spe, mode, jit):
         jit_compile=jit,
         **({"seed": TASK_SEED} if mode == "alternating" else {}),
     )
-    return FitTrainer(model, joint_dataset(spec, data), _num_steps(spec, data), spe)
+    return _fit_trainer(model, spec, data, spe)
 
 
 def build_xla_loop(spec, data, spe=None):
@@ -128,19 +171,58 @@ def build_xla_loop(spec, data, spe=None):
     return LoopTrainer(lambda: float(epoch()), steps)
 
 
+def build_xla_loop_joint(spec, data, spe=None):
+    """The joint twin of `xla_loop`: each step sums every task's loss and one
+    Adam updates the trunk and every head (the functional model's update)."""
+    del spe
+    trunk = keras.Sequential(_trunk_layers(spec))
+    trunk.build((None,) + spec.input_shape)
+    heads = []
+    for task in spec.tasks:
+        head = keras.Sequential(_head_layers(spec, task))
+        head.build((None, spec.features))
+        heads.append(head)
+    variables = trunk.trainable_variables + [v for h in heads for v in h.trainable_variables]
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(variables)
+    x, y = data
+    steps, b = len(x) // spec.batch_size, spec.batch_size
+    xs = tf.constant(x[: steps * b].reshape((steps, b) + spec.input_shape))
+    ys = tf.constant(np.stack([y[t][: steps * b].reshape(steps, b, -1) for t in spec.tasks], 1))
+
+    @tf.function(jit_compile=True)
+    def epoch():
+        def body(i, total):
+            with tf.GradientTape() as tape:
+                features = trunk(xs[i], training=True)
+                loss = tf.add_n(
+                    [
+                        tf.reduce_mean(tf.square(ys[i][k] - head(features, training=True)))
+                        for k, head in enumerate(heads)
+                    ]
+                )
+            optimizer.apply(tape.gradient(loss, variables), variables)
+            return i + 1, total + loss
+
+        return tf.while_loop(lambda i, total: i < steps, body, [0, 0.0])[1]
+
+    return LoopTrainer(lambda: float(epoch()), steps)
+
+
 ROWS = {
-    "functional": build_functional,
+    "functional": build_functional_input,
     "functional_xla": build_functional_xla,
     "mtl_joint": lambda s, d, spe: _mtl(s, d, spe, "joint", False),
     "mtl_alternating": lambda s, d, spe: _mtl(s, d, spe, "alternating", False),
     "mtl_joint_fused": lambda s, d, spe: _mtl(s, d, spe, "joint", True),
     "mtl_alt_fused": lambda s, d, spe: _mtl(s, d, spe, "alternating", True),
     "xla_loop": build_xla_loop,
+    "xla_loop_joint": build_xla_loop_joint,
 }
 
 
 def rows_for(model):
-    return [r for r in ROWS if r != "xla_loop" or model == "seed"]
+    return [r for r in ROWS if not r.startswith("xla_loop") or model == "seed"]
 
 
 def memory_child(model, row):
@@ -155,6 +237,7 @@ def memory_child(model, row):
 
 def measure_memory(model, row):
     cmd = [sys.executable, os.path.abspath(__file__), "--memory-case", f"{model}/{row}"]
+    cmd += ["--input", _input["kind"]]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode:
         return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1][:120]}
@@ -208,6 +291,7 @@ def best_functional(times):
 
 def report(models, rounds, results, compile_s, memory):
     lines = ["# keras_mtl fused training benchmark", ""] + machine_description()
+    lines += ["", f"Input: {_input['kind']} (see the module docstring)."]
     targets = []
     for model in models:
         steps, spe = PLAN[model]
@@ -242,6 +326,10 @@ def report(models, rounds, results, compile_s, memory):
                     (f"seed: {row} / best functional", ratio(times, row, "best_functional"), 8.0)
                 )
                 targets.append((f"seed: {row} / xla_loop", ratio(times, row, "xla_loop"), 0.3))
+                if row == "mtl_joint_fused":  # the same update, as one XLA loop
+                    targets.append(
+                        (f"seed: {row} / xla_loop_joint", ratio(times, row, "xla_loop_joint"), 0.3)
+                    )
             else:
                 targets.append(
                     (f"{model}: {row} / {unfused[row]}", ratio(times, row, unfused[row]), 1.0)
@@ -274,8 +362,12 @@ def main(argv=None):
     parser.add_argument("--models", default="seed,wide", help="comma-separated: seed,wide")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (default 5)")
     parser.add_argument("--out", help="also write the report to this file")
+    parser.add_argument(
+        "--input", default="arrays", choices=INPUTS, help="what fit() gets (default arrays)"
+    )
     parser.add_argument("--memory-case", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    _input["kind"] = args.input
     if args.memory_case:
         memory_child(*args.memory_case.split("/"))
         return
