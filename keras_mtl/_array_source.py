@@ -1,4 +1,4 @@
-"""Training arrays held as tensors, each step's rows gathered in the graph.
+"""In-memory arrays held as tensors, each step's rows gathered in the graph.
 
 For `fit()` on in-memory arrays (NumPy arrays, tensors, DataFrames and dicts
 of them, after `keras_mtl/_standardize.py`) on one device, `MultiTaskModel`
@@ -23,7 +23,8 @@ their order:
   instead of pulling them one by one from `tf.data`.
 
 The unfused and fused paths gather the same rows, so they train on the same
-batches in the same order. Under a `tf.distribute` strategy, with
+batches in the same order. `evaluate()` holds its arrays the same way (in
+order, one pass per call). Under a `tf.distribute` strategy, with
 `shuffle="batch"`, or for inputs other than dense arrays (ragged, sparse),
 Keras's adapter is used as before.
 """
@@ -44,7 +45,7 @@ _SHUFFLE_SALT = 0x5EED5EED
 
 
 class ArraySource:
-    """The training arrays of one `fit()` call and the order of each pass.
+    """The arrays of one `fit()` or `evaluate()` call and the order of each pass.
 
     Args:
         data: The batch structure `(x, y)` or `(x, y, sample_weight)` as
@@ -127,12 +128,13 @@ def batch_rows(order, index, batch_size):
 
 
 def for_fit(model, x, y, sample_weight, batch_size, steps_per_epoch, shuffle, validation_split):
-    """An `ArraySource` for a `fit()` call on arrays, or `None`.
+    """An `ArraySource` for a `fit()` (or `evaluate()`) call on arrays, or `None`.
 
     Args:
         model: The `MultiTaskModel` (built; its inputs already checked).
         x, y, sample_weight: As `_standardize` returned them.
-        batch_size, steps_per_epoch, shuffle, validation_split: `fit()`'s.
+        batch_size, steps_per_epoch, shuffle, validation_split: `fit()`'s
+            (for `evaluate()`: its `batch_size` and `steps`, `False`, 0).
 
     Returns:
         `(source, batches, validation)`: `source` is `None` when Keras's

@@ -100,7 +100,7 @@ def make_train_function(model, custom_step=True):
         draws_spec,
         jit_compile=bool(model.jit_compile),
         logs_after=logs_after,
-        training_data=True,
+        arrays="_mtl_source",
     )
     if _fused.wanted(model):
         return _fused.FusedTrainFunction(model, step, draws_for, logs_after, unfused)
@@ -149,12 +149,11 @@ def make_test_function(model, custom_step=True):
         None,
         jit_compile=False,
         logs_after=None if custom_step else model.get_metrics_result,
+        arrays="_mtl_eval_source",
     )
 
 
-def _make_function(
-    model, step, draws_for, draws_spec, jit_compile, logs_after=None, training_data=False
-):
+def _make_function(model, step, draws_for, draws_spec, jit_compile, logs_after=None, arrays=None):
     """Runs `steps_per_execution` calls of `step(data, draws)` per call.
 
     Args:
@@ -165,8 +164,10 @@ def _make_function(
         jit_compile: Whether to compile each step with XLA (one device).
         logs_after: Optional function returning the logs, called once after
             the steps instead of returning the last step's.
-        training_data: Whether the steps take `fit()`'s arrays from the
-            model (`keras_mtl/_array_source.py`) when it holds them.
+        arrays: The model attribute holding the `ArraySource` of the
+            running `fit()` (`"_mtl_source"`) or `evaluate()`
+            (`"_mtl_eval_source"`), whose steps then gather their rows
+            themselves (`keras_mtl/_array_source.py`).
 
     Returns:
         The function Keras's fit()/evaluate() call with an iterator.
@@ -266,7 +267,7 @@ def _make_function(
         run_source_steps = tf.function(run_source_steps)
 
     def function(iterator):
-        source = getattr(model, "_mtl_source", None) if training_data else None
+        source = getattr(model, arrays, None)
         if source is not None and isinstance(iterator, _TF_ITERATORS):
             model._prepare_training(source.element_spec)
             first, count = source.take(model, iterator, spe)

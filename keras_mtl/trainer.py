@@ -641,17 +641,30 @@ class Trainer:
         """
         self._check_compiled("evaluate")
         x, y, sample_weight = self._standardize(x, y, sample_weight, "evaluate", steps)
-        return super().evaluate(
-            x,
-            y,
-            batch_size=batch_size,
-            verbose=verbose,
-            sample_weight=sample_weight,
-            steps=steps,
-            callbacks=callbacks,
-            return_dict=return_dict,
-            **kwargs,
+        # As in fit(): in-memory arrays stay with the model, whose test
+        # steps gather their rows (no tf.data per batch).
+        source, batches, _ = _array_source.for_fit(
+            self, x, y, sample_weight, batch_size, steps, False, 0.0
         )
+        if source is not None:
+            x, y, sample_weight, batch_size = batches, None, None, None
+            # fit()'s validation data: not the dataset Keras made of it.
+            kwargs.pop("_use_cached_eval_dataset", None)
+        outer, self._mtl_eval_source = getattr(self, "_mtl_eval_source", None), source
+        try:
+            return super().evaluate(
+                x,
+                y,
+                batch_size=batch_size,
+                verbose=verbose,
+                sample_weight=sample_weight,
+                steps=steps,
+                callbacks=callbacks,
+                return_dict=return_dict,
+                **kwargs,
+            )
+        finally:
+            self._mtl_eval_source = outer
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
         """Runs one training step on one batch, as `keras.Model.train_on_batch`.

@@ -237,3 +237,26 @@ def test_passes_differ_when_a_train_step_does_not_advance_step_counter():
     first, second = np.concatenate(rows[:6]), np.concatenate(rows[6:])
     assert sorted(first) == sorted(second) == list(range(ROWS))
     assert list(first) != list(second)
+
+
+def test_evaluate_on_arrays_gathers_the_batches_a_dataset_would_give():
+    x, y = rows_data()
+    y["b"] = np.where(np.arange(ROWS)[:, None] % 4 == 0, np.nan, y["b"]).astype("float32")
+    weights = {"a": np.linspace(0.5, 1.5, ROWS).astype("float32"), "b": np.ones(ROWS, "float32")}
+    model = keras_mtl.MultiTaskModel([4], {"a": 1, "b": 1})
+    model.compile(optimizer="sgd", loss="mse", metrics={"a": ["mae"]}, steps_per_execution=4)
+    model.fit(x, y, batch_size=16, verbose=0)
+    on_arrays = model.evaluate(
+        x, y, sample_weight=weights, batch_size=16, return_dict=True, verbose=0
+    )
+    assert model._mtl_eval_source is None  # held only while evaluate() runs
+    dataset = tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(16)
+    on_dataset = model.evaluate(dataset, return_dict=True, verbose=0)
+    assert sorted(on_arrays) == sorted(on_dataset)
+    for key in on_arrays:
+        np.testing.assert_allclose(on_arrays[key], on_dataset[key], rtol=1e-6)
+    # `steps` limits the batches as Keras does (one execution of 4 here).
+    four = model.evaluate(x, y, batch_size=16, steps=4, return_dict=True, verbose=0)
+    first = model.evaluate(x[:64], {t: v[:64] for t, v in y.items()}, return_dict=True, verbose=0)
+    np.testing.assert_allclose(four["a_loss"], first["a_loss"], rtol=1e-6)
+    assert four["a_loss"] != on_arrays["a_loss"]
