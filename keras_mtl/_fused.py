@@ -103,7 +103,7 @@ class FusedTrainFunction:
         self._pull = tf.function(self._pull_batches, autograph=False)
         self._block = tf.function(self._run_block, jit_compile=True, autograph=False)
         self._rows = tf.function(self._run_rows, jit_compile=True, autograph=False)
-        self._traced = set()  # (count, size) of the array programs traced
+        self._traced = set()  # the array programs traced (see _source_program)
 
     # -- taking the batches -------------------------------------------------
     def _pull_batches(self, iterator):
@@ -259,10 +259,11 @@ class FusedTrainFunction:
         return logs
 
     def _source_program(self, source, count, size):
-        # Traced once per (count, size) for any number of rows in the arrays
-        # (XLA still compiles per shape).
-        if (count, size) not in self._traced:
-            self._traced.add((count, size))
+        # Traced once per (count, size, arrays' structure) for any number of
+        # rows in the arrays (XLA still compiles per shape).
+        key = (count, size, repr(source.element_spec))
+        if key not in self._traced:
+            self._traced.add(key)
             self._rows.get_concrete_function(
                 source.element_spec,
                 tf.TensorSpec([None], tf.int64),

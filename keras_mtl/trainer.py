@@ -521,7 +521,7 @@ class Trainer:
         if keeper is not None:
             callbacks = _with_callback(callbacks, keeper)
         # Arrays stay with the model, which gathers each step's rows itself
-        # (keras_mtl/_array_source.py); Keras gets the row positions.
+        # (keras_mtl/_array_source.py); Keras gets a dataset of batch indices.
         source, batches, held_out = _array_source.for_fit(
             self,
             x,
