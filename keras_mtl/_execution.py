@@ -103,7 +103,9 @@ def make_train_function(model, custom_step=True):
         arrays="_mtl_source",
     )
     if _fused.wanted(model):
-        return _fused.FusedTrainFunction(model, step, draws_for, logs_after, unfused)
+        return _fused.FusedTrainFunction(
+            model, step, draws_for, logs_after, unfused, arrays="_mtl_source"
+        )
     return unfused
 
 
@@ -121,7 +123,10 @@ def make_test_function(model, custom_step=True):
             `make_train_function`).
 
     Returns:
-        A function with the contract of `make_train_function`'s.
+        A function with the contract of `make_train_function`'s. With
+        `jit_compile=True` and `steps_per_execution > 1` on one device, an
+        execution's steps run as one XLA program (`keras_mtl/_fused.py`);
+        otherwise the steps are not compiled with XLA.
     """
     strategy = model.distribute_strategy
 
@@ -142,15 +147,22 @@ def make_test_function(model, custom_step=True):
             lambda v: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None), outputs
         )
 
-    return _make_function(
+    logs_after = None if custom_step else model.get_metrics_result
+    unfused = _make_function(
         model,
         step,
         lambda count: None,
         None,
         jit_compile=False,
-        logs_after=None if custom_step else model.get_metrics_result,
+        logs_after=logs_after,
         arrays="_mtl_eval_source",
     )
+    if _fused.wanted(model) and model._mtl_strategy is None:
+        # An execution's evaluation steps as one XLA program, as in fit().
+        return _fused.FusedTrainFunction(
+            model, step, lambda count: None, logs_after, unfused, arrays="_mtl_eval_source"
+        )
+    return unfused
 
 
 def _make_function(model, step, draws_for, draws_spec, jit_compile, logs_after=None, arrays=None):

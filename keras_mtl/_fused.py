@@ -41,7 +41,7 @@ from keras_mtl import _array_source
 
 def _warn(reason):
     warnings.warn(
-        "steps_per_execution steps run unfused (one XLA program per step, not per "
+        "steps_per_execution steps run unfused (not as one XLA program per "
         f"execution): {reason}",
         stacklevel=4,
     )
@@ -77,7 +77,8 @@ def _tensor_leaves(element_spec):
 
 
 class FusedTrainFunction:
-    """`fit()`'s train function: pulls an execution's batches, runs them fused.
+    """`fit()`'s train function (or `evaluate()`'s test function): runs an
+    execution's batches as one XLA program.
 
     Args:
         model: A compiled `MultiTaskModel` (one device, `jit_compile=True`,
@@ -90,10 +91,14 @@ class FusedTrainFunction:
             `train_step`), else a function returning the logs once after
             the steps.
         unfused: The unfused train function, for what cannot be fused.
+        arrays: The model attribute holding the `ArraySource` of the running
+            `fit()` (`"_mtl_source"`), or of `evaluate()` for a test
+            function built the same way (`"_mtl_eval_source"`).
     """
 
-    def __init__(self, model, step, draws_for, logs_after, unfused):
+    def __init__(self, model, step, draws_for, logs_after, unfused, arrays="_mtl_source"):
         self.model = model
+        self.arrays = arrays
         self.step = step
         self.draws_for = draws_for
         self.logs_after = logs_after
@@ -209,7 +214,7 @@ class FusedTrainFunction:
         model = self.model
         if not isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)):
             return self.unfused(iterator)
-        source = getattr(model, "_mtl_source", None)
+        source = getattr(model, self.arrays, None)
         if source is not None:
             return self._run_source(source, iterator)
         model._prepare_training(iterator.element_spec)

@@ -157,11 +157,17 @@ class BatchEnds(keras.callbacks.Callback):
         self.batches.append((batch, round(float(logs["loss"]), 4)))
 
 
-def count_programs(model, programs):
-    """Counts the fused programs `model` runs: `_rows` for arrays (rows
-    gathered in the program), `_block` for batches taken from `tf.data`."""
-    model.make_train_function()
-    function = model.train_function
+def count_programs(model, programs, which="train"):
+    """Counts the fused programs `model`'s train (or test) function runs:
+    `_rows` for arrays (rows gathered in the program), `_block` for batches
+    taken from `tf.data`."""
+    if which == "train":
+        model.make_train_function()
+        function = model.train_function
+    else:
+        model.make_test_function()
+        function = model.test_function
+    assert isinstance(function, _fused.FusedTrainFunction)
     for name in ("_rows", "_block"):
         program = getattr(function, name)
 
@@ -259,3 +265,31 @@ def test_fusion_needs_jit_compile_and_several_steps_per_execution():
     assert _fused.wanted(make(True, spe=6))
     assert not _fused.wanted(make(False, spe=6))
     assert not _fused.wanted(make(True, spe=1))
+
+
+@pytest.mark.parametrize("inputs", ["arrays", "dataset"])
+def test_evaluate_runs_each_execution_as_one_program_with_the_unfused_results(inputs):
+    x, y = data()
+    y["y2"][::5] = np.nan  # missing labels
+    weights = {"y1": np.linspace(0.5, 1.5, ROWS).astype("float32"), "y2": np.ones(ROWS, "float32")}
+    plain, fused = make(False, dropout=0.0), make(True, dropout=0.0)
+    for model in (plain, fused):
+        model.build((None, 6))
+    fused.set_weights(plain.get_weights())
+    programs = []
+    count_programs(fused, programs, which="test")
+    logs = []
+    for model in (plain, fused):
+        if inputs == "arrays":
+            kwargs = {"sample_weight": weights, "batch_size": 16}
+            logs.append(model.evaluate(x, y, verbose=0, return_dict=True, **kwargs))
+        else:
+            dataset = tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(16)
+            logs.append(model.evaluate(dataset, verbose=0, return_dict=True))
+    assert not isinstance(plain.test_function, _fused.FusedTrainFunction)
+    assert sorted(logs[1]) == sorted(logs[0])
+    for key in logs[0]:
+        np.testing.assert_allclose(logs[1][key], logs[0][key], rtol=1e-5)
+    # 21 batches at 6 per execution: 3 full executions, then 2 full batches
+    # and the small one (a program of its own).
+    assert programs == ["_rows" if inputs == "arrays" else "_block"] * 5
