@@ -6,7 +6,8 @@ XLA-compiled `tf.while_loop`: the task draws, label masks, forward and
 backward passes, optimizer and metric updates of all N steps are one
 compiled program, instead of N compiled steps dispatched one by one from a
 TensorFlow loop (whose per-step dispatch, not arithmetic, bounds small
-models).
+models). `evaluate()`'s test function runs its executions the same way
+(`_execution.make_test_function`).
 
 Where an execution's batches come from:
 
@@ -41,8 +42,7 @@ from keras_mtl import _array_source
 
 def _warn(reason):
     warnings.warn(
-        "steps_per_execution steps run unfused (not as one XLA program per "
-        f"execution): {reason}",
+        f"steps_per_execution steps run unfused (not as one XLA program per execution): {reason}",
         stacklevel=4,
     )
 
