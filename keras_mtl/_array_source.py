@@ -112,7 +112,10 @@ class ArraySource:
             start = self._last_key + 1
         self._last_key = start
         seed = tf.constant([self.seed ^ _SHUFFLE_SALT, start], tf.int64)
-        return _on_device(tf.random.experimental.stateless_shuffle(rows, seed=seed))
+        # Drawn on the CPU, so that a machine with an accelerator draws the same orders.
+        with tf.device("CPU:0"):
+            order = tf.random.experimental.stateless_shuffle(rows, seed=seed)
+        return _on_device(order)
 
 
 def gather(data, rows):
