@@ -67,6 +67,7 @@ class ArraySource:
         self.element_spec = tf.nest.map_structure(
             lambda v: None if v is None else tf.TensorSpec([None] + v.shape[1:], v.dtype), data
         )
+        self.structure_key = repr(self.element_spec)  # equal for arrays traced alike
         self.order = None  # the row order of the current pass (int64 tensor)
         self._iterator = None  # Keras's iterator of the current pass
         self._taken = 0  # batches of the current pass already taken
@@ -116,6 +117,32 @@ class ArraySource:
         with tf.device("CPU:0"):
             order = tf.random.experimental.stateless_shuffle(rows, seed=seed)
         return _on_device(order)
+
+
+def traced_once(function, traced, key, specs):
+    """`function` (a `tf.function`), traced once per `key` with `specs()`.
+
+    Steps take a call's arrays whole, with their row count in the shapes;
+    tracing once with an unknown row count lets later calls on other arrays
+    (a new `fit()`, validation data) reuse the trace instead of tracing
+    again. `get_concrete_function` costs some 300 us even when the trace
+    exists, so the keys already traced are kept in the set `traced`.
+
+    Args:
+        function: The `tf.function` the steps run.
+        traced: A set of the keys already traced (updated).
+        key: Hashable: what makes a trace different besides row counts
+            (an `ArraySource.structure_key`, plus Python arguments).
+        specs: A function returning the arguments to trace with
+            (`TensorSpec`s, Python values); called only to trace.
+
+    Returns:
+        `function`.
+    """
+    if key not in traced:
+        traced.add(key)
+        function.get_concrete_function(*specs())
+    return function
 
 
 def gather(data, rows):

@@ -277,6 +277,7 @@ def _make_function(model, step, draws_for, draws_spec, jit_compile, logs_after=N
     if not model.run_eagerly:
         run_steps = tf.function(run_steps)
         run_source_steps = tf.function(run_source_steps)
+    traced = set()  # structures of arrays run_source_steps was traced for
 
     def function(iterator):
         source = getattr(model, arrays, None)
@@ -290,10 +291,15 @@ def _make_function(model, step, draws_for, draws_spec, jit_compile, logs_after=N
                 tf.constant(count, tf.int32),
                 tf.constant(source.batch_size, tf.int64),
             )
-            if not model.run_eagerly:
-                # One trace for any number of rows (a new fit() may hold other arrays).
-                run_source_steps.get_concrete_function(*tf.nest.map_structure(_spec_of, args))
-            return run_source_steps(*args)[1]
+            if model.run_eagerly:
+                return run_source_steps(*args)[1]
+            run = _array_source.traced_once(
+                run_source_steps,
+                traced,
+                source.structure_key,
+                lambda: tf.nest.map_structure(_spec_of, args),
+            )
+            return run(*args)[1]
         if isinstance(iterator, _TF_ITERATORS):
             model._prepare_training(iterator.element_spec)
             done, logs = run_steps(iterator)

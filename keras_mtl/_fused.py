@@ -264,19 +264,19 @@ class FusedTrainFunction:
         return logs
 
     def _source_program(self, source, count, size):
-        # Traced once per (count, size, arrays' structure) for any number of
-        # rows in the arrays (XLA still compiles per shape).
-        key = (count, size, repr(source.element_spec))
-        if key not in self._traced:
-            self._traced.add(key)
-            self._rows.get_concrete_function(
+        # XLA still compiles per shape; `count` and `size` are static.
+        return _array_source.traced_once(
+            self._rows,
+            self._traced,
+            (count, size, source.structure_key),
+            lambda: (
                 source.element_spec,
                 tf.TensorSpec([None], tf.int64),
                 tf.TensorSpec([], tf.int64),
                 count,
                 size,
-            )
-        return self._rows
+            ),
+        )
 
     def _run_blocks(self, element_spec, sizes, leaves):
         specs = tf.nest.flatten(element_spec)
