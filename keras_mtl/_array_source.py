@@ -29,6 +29,7 @@ order, one pass per call). Under a `tf.distribute` strategy, with
 Keras's adapter is used as before.
 """
 
+import contextlib
 import math
 
 import keras
@@ -143,6 +144,19 @@ def traced_once(function, traced, key, specs):
         traced.add(key)
         function.get_concrete_function(*specs())
     return function
+
+
+@contextlib.contextmanager
+def held(model, attribute, source):
+    """Makes `source` the model's `attribute` (`"_mtl_source"` for `fit()`,
+    `"_mtl_eval_source"` for `evaluate()`) for the duration of a call, then
+    puts back what was there (fit()'s validation runs inside fit())."""
+    outer = getattr(model, attribute, None)
+    setattr(model, attribute, source)
+    try:
+        yield
+    finally:
+        setattr(model, attribute, outer)
 
 
 def gather(data, rows):

@@ -536,8 +536,7 @@ class Trainer:
             x, y, sample_weight, batch_size = batches, None, None, None
             shuffle, validation_split = False, 0.0
             validation_data = held_out if validation_data is None else validation_data
-        self._mtl_source = source
-        try:
+        with _array_source.held(self, "_mtl_source", source):
             return super().fit(
                 x,
                 y,
@@ -555,8 +554,6 @@ class Trainer:
                 validation_batch_size=validation_batch_size,
                 validation_freq=validation_freq,
             )
-        finally:
-            self._mtl_source = None
 
     def _untrained_heads_keeper(self):
         """A callback that puts untrained heads back after an EMA optimizer.
@@ -650,8 +647,7 @@ class Trainer:
             x, y, sample_weight, batch_size = batches, None, None, None
             # fit()'s validation data: not the dataset Keras made of it.
             kwargs.pop("_use_cached_eval_dataset", None)
-        outer, self._mtl_eval_source = getattr(self, "_mtl_eval_source", None), source
-        try:
+        with _array_source.held(self, "_mtl_eval_source", source):
             return super().evaluate(
                 x,
                 y,
@@ -663,8 +659,6 @@ class Trainer:
                 return_dict=return_dict,
                 **kwargs,
             )
-        finally:
-            self._mtl_eval_source = outer
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
         """Runs one training step on one batch, as `keras.Model.train_on_batch`.

@@ -46,6 +46,14 @@ def recording_model(mode="joint", seed=0, **compile_kwargs):
     return model
 
 
+def alternating_adam():
+    """A fresh seeded alternating model with Adam (for resume tests)."""
+    keras.utils.set_random_seed(1)
+    model = keras_mtl.MultiTaskModel([4], {"a": 1, "b": 1})
+    model.compile(optimizer="adam", loss="mse", mode="alternating", seed=3)
+    return model
+
+
 def seen_rows(model):
     return [b[0][:, 0].numpy().astype(int) for b in model.batches]
 
@@ -107,15 +115,9 @@ def test_successive_fits_continue_the_shuffled_passes_of_one_fit(mode):
 def test_a_run_resumed_from_a_saved_model_trains_as_an_uninterrupted_one(tmp_path):
     x, y = rows_data()
 
-    def make():
-        keras.utils.set_random_seed(1)
-        model = keras_mtl.MultiTaskModel([4], {"a": 1, "b": 1})
-        model.compile(optimizer="adam", loss="mse", mode="alternating", seed=3)
-        return model
-
-    uninterrupted = make()
+    uninterrupted = alternating_adam()
     uninterrupted.fit(x, y, batch_size=16, epochs=2, verbose=0)
-    first = make()
+    first = alternating_adam()
     first.fit(x, y, batch_size=16, epochs=1, verbose=0)
     first.save(tmp_path / "model.keras")
     resumed = keras.models.load_model(tmp_path / "model.keras")
@@ -199,15 +201,9 @@ class Crash(keras.callbacks.Callback):
 def test_a_run_restarted_by_backup_and_restore_reshuffles_as_an_uninterrupted_one(tmp_path):
     x, y = rows_data()
 
-    def make():
-        keras.utils.set_random_seed(1)
-        model = keras_mtl.MultiTaskModel([4], {"a": 1, "b": 1})
-        model.compile(optimizer="adam", loss="mse", mode="alternating", seed=3)
-        return model
-
-    uninterrupted = make()
+    uninterrupted = alternating_adam()
     uninterrupted.fit(x, y, batch_size=16, epochs=3, verbose=0)
-    model, crash = make(), Crash()
+    model, crash = alternating_adam(), Crash()
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     with pytest.raises(RuntimeError, match="crash"):
         model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[backup, crash])
