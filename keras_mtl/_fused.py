@@ -159,9 +159,7 @@ class FusedTrainFunction:
         """XLA: the steps of `block` (a batch structure with leaves
         `[k, batch, ...]`), one per index, in order; returns the logs."""
         count = next(v for v in tf.nest.flatten(block) if v is not None).shape[0]
-        return self._run_steps(
-            count, lambda i: tf.nest.map_structure(lambda v: None if v is None else v[i], block)
-        )
+        return self._run_steps(count, lambda i: _step_of(block, i))
 
     def _run_rows(self, data, order, begin, count, size):
         """XLA: `count` steps on a fit()'s arrays `data`, step `i` on the
@@ -301,10 +299,7 @@ class FusedTrainFunction:
         count = next(v for v in tf.nest.flatten(block) if v is not None).shape[0]
         return self._run_one(
             lambda: self._block(block),
-            lambda: [
-                tf.nest.map_structure(lambda v, i=i: None if v is None else v[i], block)
-                for i in range(count)
-            ],
+            lambda: [_step_of(block, i) for i in range(count)],
         )
 
     def _run_one(self, fused, batches):
@@ -320,6 +315,11 @@ class FusedTrainFunction:
                 self.failed = f"XLA could not compile the steps as one loop ({first})."
                 self._warn_once(self.failed)
         return self.unfused(batches())
+
+
+def _step_of(block, i):
+    """Step `i`'s batch of `block` (leaves `[k, batch, ...]`, or `None`)."""
+    return tf.nest.map_structure(lambda v: None if v is None else v[i], block)
 
 
 def _is_compile_error(error):
